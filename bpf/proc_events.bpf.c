@@ -1,0 +1,66 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Tell the agent when a process execs or exits, so discovery reacts within
+ * milliseconds instead of rescanning /proc in a loop.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include "proc_events.h"
+
+#define PROC_EVENTS_RINGBUF_BYTES (64 * 1024)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, PROC_EVENTS_RINGBUF_BYTES);
+} proc_events SEC(".maps");
+
+/* Events the ring buffer had no room for; the agent rescans when it grows. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} proc_events_dropped SEC(".maps");
+
+static __always_inline void emit(__u32 kind)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct pydi_proc_event *e;
+	__u32 zero = 0;
+	__u64 *dropped;
+
+	e = bpf_ringbuf_reserve(&proc_events, sizeof(*e), 0);
+	if (!e) {
+		dropped = bpf_map_lookup_elem(&proc_events_dropped, &zero);
+		if (dropped)
+			__sync_fetch_and_add(dropped, 1);
+		return;
+	}
+	e->kind = kind;
+	e->pid = bpf_get_current_pid_tgid() >> 32;
+	e->start_time_ns = BPF_CORE_READ(task, group_leader, start_time);
+	bpf_ringbuf_submit(e, 0);
+}
+
+SEC("tp/sched/sched_process_exec")
+int handle_exec(void *ctx)
+{
+	emit(PYDI_PROC_EXEC);
+	return 0;
+}
+
+SEC("tp/sched/sched_process_exit")
+int handle_exit(void *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	/* Only the last thread of a process ends the process. */
+	if ((__u32)pid_tgid != (__u32)(pid_tgid >> 32))
+		return 0;
+	emit(PYDI_PROC_EXIT);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";
