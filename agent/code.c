@@ -115,7 +115,8 @@ static int do_show(int argc, char **argv)
 	char err[512];
 	int pid = 0, opt, failed = 0;
 
-	optind = 0;	/* argv[0] is the first address, not a program name */
+	optind = 0;	/* restart getopt for the verb's own options */
+	opterr = 0;
 	while ((opt = getopt_long(argc + 1, argv - 1, "+p:", options, NULL)) >= 0) {
 		if (opt != 'p' || parse_pid(optarg, &pid)) {
 			p_err("usage: %s code show -p PID { ADDR... | - }", bin_name);

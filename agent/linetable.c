@@ -121,6 +121,21 @@ malformed:
 	return -EINVAL;
 }
 
+void linetable_merge(struct line_range *ranges, size_t *count)
+{
+	size_t out = 0;
+
+	for (size_t i = 0; i < *count; i++) {
+		if (out && ranges[out - 1].line == ranges[i].line &&
+		    ranges[out - 1].end == ranges[i].start) {
+			ranges[out - 1].end = ranges[i].end;
+			continue;
+		}
+		ranges[out++] = ranges[i];
+	}
+	*count = out;
+}
+
 static int compare_i32(const void *a, const void *b)
 {
 	int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;

@@ -24,6 +24,10 @@ struct line_range {
 int linetable_decode(const uint8_t *table, size_t len, int first_line,
 		     struct line_range **ranges, size_t *count);
 
+/* Merge consecutive ranges with the same line in place, as co_lines() does
+ * from 3.12 on. */
+void linetable_merge(struct line_range *ranges, size_t *count);
+
 /*
  * The distinct lines that have code, ascending, into a newly allocated
  * *lines (free() it).

@@ -176,6 +176,7 @@ int main(int argc, char **argv)
 	int opt;
 
 	bin_name = "pydi";
+	opterr = 0;	/* report bad options ourselves, as one line */
 	setvbuf(stdout, NULL, _IOLBF, 0);
 
 	/* Global options stop at the object: "+" keeps getopt from permuting
@@ -197,7 +198,8 @@ int main(int argc, char **argv)
 		case 'V':
 			return do_version(0, NULL);
 		default:
-			p_err("unknown option (try '%s help')", bin_name);
+			p_err("unknown option '%s' (try '%s help')",
+			      argv[optind - 1], bin_name);
 			return EXIT_USAGE;
 		}
 	}

@@ -142,6 +142,7 @@ static const struct py_offsets table_312 = {
 	.code_localspluskinds = 104,
 	.code_consts = 24,
 	.code_code_adaptive = 192,
+	.code_lines_merged = true,
 
 	.tuple_size = 16,
 	.tuple_item = 24,
@@ -664,6 +665,7 @@ fill_from_supplement(const struct debug_supplement *s,
 	off->dict_used = s->dict_used;
 	off->unicode_compact_size = s->unicode_compact_size;
 	off->frame_code_is_stackref = s->frame_code_is_stackref;
+	off->code_lines_merged = true;
 }
 
 /* The cookie and version sit at the same place in every minor. */

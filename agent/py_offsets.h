@@ -81,6 +81,8 @@ struct py_offsets {
 	uint64_t code_localspluskinds;
 	uint64_t code_consts;
 	uint64_t code_code_adaptive;		/* start of the bytecode */
+	/* 3.12+: co_lines() merges consecutive entries with the same line */
+	bool code_lines_merged;
 
 	/* PyTupleObject, PyListObject */
 	uint64_t tuple_size;

@@ -86,6 +86,8 @@ static int read_lines(const struct mem_reader *mr,
 	free(table);
 	if (err)
 		return err;
+	if (off->code_lines_merged)
+		linetable_merge(info->ranges, &info->nranges);
 	return linetable_lines(info->ranges, info->nranges, &info->lines,
 			       &info->nlines);
 }

@@ -164,6 +164,23 @@ static void test_empty_table_has_no_ranges(void **state)
 	free(ranges);
 }
 
+static void test_merge_joins_adjacent_same_line_ranges(void **state)
+{
+	struct line_range ranges[] = {
+		{0, 2, 1}, {2, 4, 2}, {4, 6, 2}, {6, 8, -1}, {8, 10, -1}, {10, 12, 2},
+	};
+	size_t count = 6;
+
+	(void)state;
+	linetable_merge(ranges, &count);
+	assert_int_equal(count, 4);
+	assert_int_equal(ranges[1].start, 2);
+	assert_int_equal(ranges[1].end, 6);
+	assert_int_equal(ranges[2].line, -1);
+	assert_int_equal(ranges[2].end, 10);
+	assert_int_equal(ranges[3].line, 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -175,6 +192,7 @@ int main(void)
 		cmocka_unit_test(test_truncated_varint_is_malformed),
 		cmocka_unit_test(test_table_not_starting_an_entry_is_malformed),
 		cmocka_unit_test(test_empty_table_has_no_ranges),
+		cmocka_unit_test(test_merge_joins_adjacent_same_line_ranges),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
