@@ -14,6 +14,16 @@ PYDI = os.environ.get("PYDI", os.path.join(SOURCE, "build", "pydi"))
 HOST_PYTHON = "/usr/bin/python3"
 
 
+def report(line):
+    """A result worth seeing even when the test passes (ctest hides passing
+    output): scripts/test prints this file at the end."""
+    print(line)
+    path = os.environ.get("PYDI_TEST_REPORT")
+    if path:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+
+
 def run_pydi(*args, stdin=None, timeout=120):
     """Run pydi; return (exit code, stdout, stderr)."""
     proc = subprocess.run([PYDI, *args], input=stdin, capture_output=True,

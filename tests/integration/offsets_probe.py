@@ -24,10 +24,12 @@ It prints one JSON object:
 Exit status: 0 all checks passed, 1 some failed, 2 bad input.
 """
 import ctypes
+import functools
 import json
 import os
 import sys
 import threading
+import time
 
 NONE = 2**64 - 1
 
@@ -337,9 +339,9 @@ class Probe:
                    ["unicode_ascii_size", "unicode_compact_size"],
                    lambda: self._expect(
                        (self.off["unicode_ascii_size"] + 1,
-                        self.off["unicode_compact_size"] + 2),
+                        self.off["unicode_compact_size"] + 3),
                        (sys.getsizeof("".join([])),
-                        sys.getsizeof(chr(0xe9)))))
+                        sys.getsizeof("".join([chr(0xe9), "x"])))))
 
     def _check_str(self, s, kind, ascii_, codec):
         state = self.mem.unsigned(id(s) + self.off["unicode_state"], 4)
@@ -360,7 +362,7 @@ class Probe:
         ints = [int(s) for s in ("0", "1", "-1", "1073741823", "1073741824",
                                  "-12345678901234567890", str(2**200 + 7))]
         self.check("int sign, digit count and digits",
-                   ["long_tag", "long_digit"], lambda: self._expect(
+                   ["long_tag", "long_digit", "long_is_tagged"], lambda: self._expect(
                        [self._decode_int(id(v)) for v in ints], ints))
 
     def _decode_int(self, addr):
@@ -582,34 +584,44 @@ class Probe:
         return True, "%d frames: %s" % (
             len(truth), " <- ".join(f.f_code.co_name for f in truth))
 
+    def frame_slot_fields(self):
+        if self.has("tstate_current_frame"):
+            return ["tstate_current_frame"]
+        return ["tstate_cframe", "cframe_current_frame"]
+
     def check_own_frames(self):
+        # No lambdas here: a closure would turn `marker` into a cell.
+        slot_fields = self.frame_slot_fields()
         frame_fields = ["frame_previous", "frame_code", "frame_instr_ptr",
-                        "frame_owner"]
-        slot_fields = (["tstate_current_frame"]
-                       if self.has("tstate_current_frame")
-                       else ["tstate_cframe", "cframe_current_frame"])
+                        "frame_owner", "frame_code_is_stackref"]
         me = self.api.PyThreadState_Get()
         try:
             slot = self.current_frame_slot(me)
             self.mem.read(slot, 8)
         except BadRead as e:
             self.check("this thread's frame pointer", slot_fields,
-                       lambda: (False, "unreadable: %s" % e))
+                       functools.partial(self._failed, "unreadable: %s" % e))
             return
         marker = object()
         # Read inline, so the innermost frame is this very function's.
         top = ctypes.c_uint64.from_address(slot).value
         here = sys._getframe()
         self.check("frame chain of this thread == sys._getframe() chain",
-                   slot_fields + frame_fields, lambda: self.compare_chain(
-                       self.frame_chain(top), here, True))
+                   slot_fields + frame_fields,
+                   functools.partial(self.compare_chain, self.frame_chain(top),
+                                     here, True))
         self.check("localsplus slot of a local holds that object",
-                   slot_fields + ["frame_localsplus", "code_localsplusnames"],
-                   lambda: self._check_local(top, here.f_code, "marker",
-                                             marker))
+                   slot_fields + ["frame_localsplus", "code_localsplusnames",
+                                  "frame_code_is_stackref"],
+                   functools.partial(self._check_local, top, here.f_code,
+                                     "marker", marker))
         self.check("a running generator's frame is owned by the generator",
                    slot_fields + ["frame_owner", "frame_code"],
-                   lambda: self._check_generator_frame(slot))
+                   functools.partial(self._check_generator_frame, me))
+
+    @staticmethod
+    def _failed(detail):
+        return False, detail
 
     def _check_local(self, frame, code, name, value):
         names = self.object_at(self.ptr_at(id(code), "code_localsplusnames"),
@@ -617,21 +629,25 @@ class Probe:
         slot = frame + self.off["frame_localsplus"] + 8 * names.index(name)
         return self._expect(self.untag(self.mem.unsigned(slot)), id(value))
 
-    def _check_generator_frame(self, slot):
+    def _check_generator_frame(self, tstate):
         def gen():
+            # 3.11/3.12 resume a generator under its own _PyCFrame, so
+            # look the slot up from inside.
+            slot = self.current_frame_slot(tstate)
             yield ctypes.c_uint64.from_address(slot).value, sys._getframe()
-        frame, pyframe = next(gen())
+        suspended = gen()   # kept alive: a freed generator clears its frame
+        frame, pyframe = next(suspended)
         code = self.untag(self.ptr_at(frame, "frame_code"))
         owner = self.mem.unsigned(frame + self.off["frame_owner"], 1)
+        suspended.close()
         return self._expect((code, owner),
                             (id(pyframe.f_code), OWNED_BY_GENERATOR))
 
     def check_other_frames(self, idle_threads):
         interp = self.api.PyInterpreterState_Get()
-        fields = (["tstate_current_frame"] if self.has("tstate_current_frame")
-                  else ["tstate_cframe", "cframe_current_frame"])
-        fields += ["tstate_thread_id", "frame_previous", "frame_code",
-                   "frame_instr_ptr", "frame_owner"]
+        fields = self.frame_slot_fields() + [
+            "tstate_thread_id", "frame_previous", "frame_code",
+            "frame_instr_ptr", "frame_owner", "frame_code_is_stackref"]
         idents = {t.ident for t in idle_threads}
 
         def compare_all():
@@ -680,7 +696,6 @@ class Probe:
 
     def report(self):
         covered = {f for c in self.checks if c["ok"] for f in c["fields"]}
-        covered.update(f for f in BOOL_FIELDS if self.off[f] is not None)
         not_verified = dict(self.not_verified)
         for field in FIELDS:
             if self.off[field] is None:
@@ -698,25 +713,31 @@ class Probe:
         }
 
 
-def idle_thread_body(started, stop):
-    started.release()
-    stop.wait()
+def idle_thread_body(gate):
+    gate.acquire()      # parked here until the probe is done
+    gate.release()
 
 
 def start_idle_threads(count):
-    """Threads parked in Event.wait(), so their frames hold still."""
-    stop = threading.Event()
-    started = threading.Semaphore(0)
-    threads = [threading.Thread(target=idle_thread_body,
-                                args=(started, stop), daemon=True)
-               for _ in range(count)]
+    """Threads parked on one line, so their frames hold still."""
+    gate = threading.Lock()
+    gate.acquire()
+    threads = [threading.Thread(target=idle_thread_body, args=(gate,),
+                                daemon=True) for _ in range(count)]
     for t in threads:
         t.start()
-    for _ in threads:
-        started.acquire()
+    parked_line = idle_thread_body.__code__.co_firstlineno + 1
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        frames = sys._current_frames()
+        if all(t.ident in frames
+               and frames[t.ident].f_code is idle_thread_body.__code__
+               and frames[t.ident].f_lineno == parked_line for t in threads):
+            break
+        time.sleep(0.001)
 
     def finish():
-        stop.set()
+        gate.release()
         for t in threads:
             t.join()
     return threads, finish

@@ -7,7 +7,7 @@ import tempfile
 
 import pytest
 
-from conftest import (HERE, ROOTFS_PYTHONS, run_pydi, spawn_host,
+from conftest import (HERE, ROOTFS_PYTHONS, report, run_pydi, spawn_host,
                       spawn_in_rootfs)
 
 SCRIPT = os.path.join(HERE, "targets", "stdlib_codes.py")
@@ -39,7 +39,7 @@ def cross_check(target, expected_path):
                              ("co_lines", have["co_lines"])):
             if value != want[field]:
                 mismatches.append((addr, want["qualname"], field))
-    print(f"\nline-table cross-check on Python {expected['python']}: "
+    report(f"line-table cross-check on Python {expected['python']}: "
           f"{expected['modules']} modules imported, {len(addrs)} code objects "
           f"compared, {len(mismatches)} mismatches")
     assert not mismatches, mismatches[:20]
