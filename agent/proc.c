@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "main.h"
+#include "py_offsets_json.h"
 #include "pyproc.h"
 
 static json_t *hex_addr(uint64_t addr)
@@ -123,6 +124,37 @@ static int do_show(int argc, char **argv)
 	return EXIT_DONE;
 }
 
+/* The struct layouts pydi uses for PID, for debugging and the offsets test. */
+static int do_offsets(int argc, char **argv)
+{
+	struct pyproc pp;
+	char err[512];
+	json_t *j;
+	int pid;
+
+	if (argc != 1 || parse_pid(argv[0], &pid)) {
+		p_err("usage: %s proc offsets PID", bin_name);
+		return EXIT_USAGE;
+	}
+	if (pyproc_open(pid, &pp, err, sizeof(err))) {
+		p_err("%s", err);
+		pyproc_close(&pp);
+		return EXIT_CANNOT_ATTACH;
+	}
+	if (pp.offsets_source == PY_OFFSETS_NONE) {
+		p_err("pid %d: no struct offsets: %s", pid, pp.reason);
+		pyproc_close(&pp);
+		return EXIT_CANNOT_ATTACH;
+	}
+	j = py_offsets_to_json(&pp.offsets);
+	json_object_set_new(j, "source", json_string(
+		py_offsets_source_name(pp.offsets_source)));
+	json_print(j);
+	json_decref(j);
+	pyproc_close(&pp);
+	return EXIT_DONE;
+}
+
 static int compare_pids(const void *a, const void *b)
 {
 	return *(const int *)a - *(const int *)b;
@@ -169,8 +201,8 @@ static int list_pids(int **pids_out, size_t *count_out)
 static int do_list(int argc, char **argv)
 {
 	json_t *list = json_array();
-	size_t count;
-	int *pids, ret;
+	size_t count = 0;
+	int *pids = NULL, ret;
 
 	(void)argv;
 	if (argc != 0) {
@@ -225,12 +257,13 @@ static int do_help(int argc, char **argv)
 	(void)argc;
 	(void)argv;
 	fprintf(stderr,
-		"Usage: %s [-j|--pretty] proc { list | show PID | help }\n"
+		"Usage: %s [-j|--pretty] proc { list | show PID | offsets PID | help }\n"
 		"\n"
 		"       list       every CPython process on this host\n"
 		"       show PID   one process: interpreter, version, _PyRuntime,\n"
 		"                  offsets source, service identity, namespaces,\n"
-		"                  and whether pydi can instrument it (and why not)\n",
+		"                  and whether pydi can instrument it (and why not)\n"
+		"       offsets PID  the CPython struct offsets pydi uses for it (JSON)\n",
 		bin_name);
 	return EXIT_DONE;
 }
@@ -238,6 +271,7 @@ static int do_help(int argc, char **argv)
 static const struct cmd proc_cmds[] = {
 	{ "list",	do_list },
 	{ "show",	do_show },
+	{ "offsets",	do_offsets },
 	{ "help",	do_help },
 	{ NULL,		NULL },
 };

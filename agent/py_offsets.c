@@ -350,16 +350,16 @@ struct debug_layout {
 	.object_size = offsetof(T, object.size),			\
 	.object_type = offsetof(T, object.ob_type),			\
 	.type_size = offsetof(T, type.size),				\
-	.type_name = offsetof(T, type.tp_name),				\
+	.type_name = offsetof(T, type.tp_name), \
 	.type_flags = offsetof(T, type.tp_flags),			\
 	.tuple_size = offsetof(T, tuple.size),				\
 	.tuple_item = offsetof(T, tuple.ob_item),			\
 	.tuple_ob_size = offsetof(T, tuple.ob_size),			\
 	.list_size = offsetof(T, list.size),				\
-	.list_item = offsetof(T, list.ob_item),				\
+	.list_item = offsetof(T, list.ob_item), \
 	.list_ob_size = offsetof(T, list.ob_size),			\
 	.dict_size = offsetof(T, dict.size),				\
-	.dict_keys = offsetof(T, dict.ma_keys),				\
+	.dict_keys = offsetof(T, dict.ma_keys), \
 	.dict_values = offsetof(T, dict.ma_values),			\
 	.float_size = offsetof(T, float_obj.size),			\
 	.float_value = offsetof(T, float_obj.ob_fval),			\
@@ -462,11 +462,11 @@ find_minor(const struct py_version *v)
 void
 py_version_from_hex(uint32_t hex, struct py_version *v)
 {
-	v->major = (hex >> 24) & 0xff;
-	v->minor = (hex >> 16) & 0xff;
-	v->micro = (hex >> 8) & 0xff;
-	v->release_level = (hex >> 4) & 0xf;
-	v->serial = hex & 0xf;
+	v->major = (int)((hex >> 24) & 0xff);
+	v->minor = (int)((hex >> 16) & 0xff);
+	v->micro = (int)((hex >> 8) & 0xff);
+	v->release_level = (int)((hex >> 4) & 0xf);
+	v->serial = (int)(hex & 0xf);
 	v->hex = hex;
 }
 
@@ -527,7 +527,10 @@ debug_values_plausible(const struct debug_layout *l, const uint8_t *raw)
 	uint64_t ts = word_at(raw, l->tstate_size);
 	uint64_t fr = word_at(raw, l->frame_size);
 	uint64_t co = word_at(raw, l->code_size);
+	uint64_t gil = word_at(raw, l->interp_gil);
+	uint64_t unicode = word_at(raw, l->unicode_size);
 #define IN(field, width, size) fits(word_at(raw, l->field), (width), (size))
+#define SIZE(group) word_at(raw, l->group##_size)
 
 	return IN(runtime_finalizing, ptr, rt) &&
 	       IN(runtime_interpreters_head, ptr, rt) &&
@@ -536,8 +539,8 @@ debug_values_plausible(const struct debug_layout *l, const uint8_t *raw)
 	       IN(interp_modules, ptr, is) && IN(interp_ceval_gil, ptr, is) &&
 	       IN(interp_gil_locked, u32, is) &&
 	       IN(interp_gil_holder, ptr, is) &&
-	       word_at(raw, l->interp_gil) <= word_at(raw, l->interp_gil_locked) &&
-	       word_at(raw, l->interp_gil) <= word_at(raw, l->interp_gil_holder) &&
+	       gil <= word_at(raw, l->interp_gil_locked) &&
+	       gil <= word_at(raw, l->interp_gil_holder) &&
 	       IN(tstate_next, ptr, ts) && IN(tstate_interp, ptr, ts) &&
 	       IN(tstate_current_frame, ptr, ts) &&
 	       IN(tstate_thread_id, ptr, ts) &&
@@ -551,23 +554,24 @@ debug_values_plausible(const struct debug_layout *l, const uint8_t *raw)
 	       IN(code_localsplusnames, ptr, co) &&
 	       IN(code_localspluskinds, ptr, co) &&
 	       IN(code_adaptive, u8, co) &&
-	       IN(object_type, ptr, word_at(raw, l->object_size)) &&
-	       IN(type_name, ptr, word_at(raw, l->type_size)) &&
-	       IN(type_flags, ptr, word_at(raw, l->type_size)) &&
-	       IN(tuple_item, ptr, word_at(raw, l->tuple_size)) &&
-	       IN(tuple_ob_size, ptr, word_at(raw, l->tuple_size)) &&
-	       IN(list_item, ptr, word_at(raw, l->list_size)) &&
-	       IN(list_ob_size, ptr, word_at(raw, l->list_size)) &&
-	       IN(dict_keys, ptr, word_at(raw, l->dict_size)) &&
-	       IN(dict_values, ptr, word_at(raw, l->dict_size)) &&
-	       IN(float_value, ptr, word_at(raw, l->float_size)) &&
-	       IN(long_tag, ptr, word_at(raw, l->long_size)) &&
-	       IN(long_digit, u32, word_at(raw, l->long_size)) &&
-	       IN(bytes_ob_size, ptr, word_at(raw, l->bytes_size)) &&
-	       IN(bytes_sval, u8, word_at(raw, l->bytes_size)) &&
-	       IN(unicode_state, u32, word_at(raw, l->unicode_size)) &&
-	       IN(unicode_length, ptr, word_at(raw, l->unicode_size)) &&
-	       word_at(raw, l->unicode_ascii_size) <= word_at(raw, l->unicode_size);
+	       IN(object_type, ptr, SIZE(object)) &&
+	       IN(type_name, ptr, SIZE(type)) &&
+	       IN(type_flags, ptr, SIZE(type)) &&
+	       IN(tuple_item, ptr, SIZE(tuple)) &&
+	       IN(tuple_ob_size, ptr, SIZE(tuple)) &&
+	       IN(list_item, ptr, SIZE(list)) &&
+	       IN(list_ob_size, ptr, SIZE(list)) &&
+	       IN(dict_keys, ptr, SIZE(dict)) &&
+	       IN(dict_values, ptr, SIZE(dict)) &&
+	       IN(float_value, ptr, SIZE(float)) &&
+	       IN(long_tag, ptr, SIZE(long)) &&
+	       IN(long_digit, u32, SIZE(long)) &&
+	       IN(bytes_ob_size, ptr, SIZE(bytes)) &&
+	       IN(bytes_sval, u8, SIZE(bytes)) &&
+	       IN(unicode_state, u32, unicode) &&
+	       IN(unicode_length, ptr, unicode) &&
+	       word_at(raw, l->unicode_ascii_size) <= unicode;
+#undef SIZE
 #undef IN
 }
 
@@ -577,6 +581,7 @@ offsets_clear(struct py_offsets *off)
 {
 	memset(off, 0xff, sizeof(*off));
 	off->frame_code_is_stackref = false;
+	off->code_lines_merged = false;
 	off->long_is_tagged = false;
 }
 
@@ -595,8 +600,10 @@ fill_from_debug(const struct debug_layout *l, const uint8_t *raw,
 	off->interp_threads_head = GET(interp_threads_head);
 	off->interp_modules = GET(interp_modules);
 	off->interp_ceval_gil = GET(interp_ceval_gil);
-	/* _Py_DebugOffsets places the GIL's fields within the interpreter's
-	 * own _gil; pydi follows ceval.gil, which may point to a shared one. */
+	/*
+	 * _Py_DebugOffsets places the GIL's fields within the interpreter's
+	 * own _gil; pydi follows ceval.gil, which may point to a shared one.
+	 */
 	off->gil_locked = GET(interp_gil_locked) - gil;
 	off->gil_last_holder = GET(interp_gil_holder) - gil;
 

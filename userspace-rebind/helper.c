@@ -2,14 +2,30 @@
 /*
  * _pydi_helper: the extension module pydi loads into a target process.
  *
- * This is the foundation's placeholder: it exports the native hook functions
- * BPF attaches to and an importable module with `hello`. Resolution, hooking,
- * the control channel and the lease arrive with the helper issue.
+ * It carries the native hook BPF attaches to, the embedded Python half
+ * (bootstrap.py, run as module _pydi_boot), and the control thread the agent
+ * talks to through helper memory and eventfds (see helper_abi.h).
  */
-#include <Python.h>
+#include <errno.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
-#define PYDI_HELPER_VERSION "0.1.0"
+#include "helper.h"
+
+/* Exported: the agent finds it by symbol in the mapped helper. */
+__attribute__((visibility("default"), used))
+struct pydi_helper_state pydi_helper_state = {
+	.magic = PYDI_HELPER_MAGIC,
+	.abi = PYDI_HELPER_ABI,
+	.status = PYDI_HELPER_LOADING,
+	.wake_fd = -1,
+	.done_fd = -1,
+};
+
+extern const unsigned char pydi_boot_source[];
+extern const size_t pydi_boot_source_len;
+
+static PyObject *boot_module;	/* _pydi_boot, never in sys.modules */
 
 /*
  * Hook point: BPF uprobes attach here. It is written in assembly so that its
@@ -29,27 +45,191 @@ __asm__(".text\n"
 	".size pydi_hook_event, .-pydi_hook_event\n");
 
 static PyObject *
-helper_hello(PyObject *self, PyObject *unused)
+load_boot_module(PyObject *native)
+{
+	PyObject *mod, *dict, *code, *result;
+
+	mod = PyModule_New("_pydi_boot");
+	if (mod == NULL) {
+		return NULL;
+	}
+	dict = PyModule_GetDict(mod);	/* borrowed */
+	if (PyDict_SetItemString(dict, "__builtins__", PyEval_GetBuiltins()) < 0
+	    || PyDict_SetItemString(dict, "_native", native) < 0) {
+		Py_DECREF(mod);
+		return NULL;
+	}
+	code = Py_CompileString((const char *)pydi_boot_source,
+				"<pydi-bootstrap>", Py_file_input);
+	if (code == NULL) {
+		Py_DECREF(mod);
+		return NULL;
+	}
+	result = PyEval_EvalCode(code, dict, dict);
+	Py_DECREF(code);
+	if (result == NULL) {
+		Py_DECREF(mod);
+		return NULL;
+	}
+	Py_DECREF(result);
+	return mod;
+}
+
+PyObject *
+helper_dispatch(const char *cmd, size_t len)
+{
+	if (boot_module == NULL) {
+		PyErr_SetString(PyExc_RuntimeError, "pydi helper not started");
+		return NULL;
+	}
+	return PyObject_CallMethod(boot_module, "dispatch", "s#", cmd,
+				   (Py_ssize_t)len);
+}
+
+/* Register fn (a module function) with atexit / os.register_at_fork. */
+static int
+register_hook(PyObject *self, const char *module, const char *func,
+	      const char *kw, const char *attr)
+{
+	PyObject *mod, *register_fn, *callback, *args = NULL, *kwargs = NULL;
+	PyObject *result = NULL;
+
+	callback = PyObject_GetAttrString(self, attr);
+	if (callback == NULL) {
+		return -1;
+	}
+	mod = PyImport_ImportModule(module);	/* builtin modules only */
+	if (mod == NULL) {
+		Py_DECREF(callback);
+		return -1;
+	}
+	register_fn = PyObject_GetAttrString(mod, func);
+	Py_DECREF(mod);
+	if (register_fn == NULL) {
+		Py_DECREF(callback);
+		return -1;
+	}
+	if (kw != NULL) {
+		args = PyTuple_New(0);
+		kwargs = Py_BuildValue("{s:O}", kw, callback);
+		if (args != NULL && kwargs != NULL) {
+			result = PyObject_Call(register_fn, args, kwargs);
+		}
+	}
+	else {
+		result = PyObject_CallFunctionObjArgs(register_fn, callback, NULL);
+	}
+	Py_XDECREF(args);
+	Py_XDECREF(kwargs);
+	Py_DECREF(register_fn);
+	Py_DECREF(callback);
+	if (result == NULL) {
+		return -1;
+	}
+	Py_DECREF(result);
+	return 0;
+}
+
+/*
+ * _start(page=0): run by the injected bootstrap. page is an injector page
+ * that held the bootstrap text (pending-call path); it is no longer needed
+ * once the text is compiled, so it is unmapped here.
+ */
+static PyObject *
+helper_start(PyObject *self, PyObject *args)
+{
+	unsigned long long page = 0;
+	int err;
+
+	if (!PyArg_ParseTuple(args, "|K", &page)) {
+		return NULL;
+	}
+	if (page != 0) {
+		munmap((void *)(uintptr_t)page, (size_t)sysconf(_SC_PAGESIZE));
+	}
+	if (pydi_helper_state.status == PYDI_HELPER_READY
+	    && pydi_helper_state.pid == getpid()) {
+		Py_RETURN_NONE;
+	}
+	if (boot_module == NULL) {
+		boot_module = load_boot_module(self);
+		if (boot_module == NULL) {
+			return NULL;
+		}
+		if (register_hook(self, "atexit", "register", NULL, "_stop") < 0
+		    || register_hook(self, "posix", "register_at_fork",
+				     "after_in_child", "_after_fork") < 0) {
+			return NULL;
+		}
+	}
+	err = control_start();
+	if (err) {
+		errno = -err;
+		return PyErr_SetFromErrno(PyExc_OSError);
+	}
+	Py_RETURN_NONE;
+}
+
+static PyObject *
+helper_stop(PyObject *self, PyObject *unused)
 {
 	(void)self;
 	(void)unused;
-	return Py_BuildValue("{s:s,s:i,s:O}", "helper_version",
-			     PYDI_HELPER_VERSION, "pid", (int)getpid(),
-			     "hooks_active", Py_False);
+	control_stop();
+	Py_RETURN_NONE;
+}
+
+static PyObject *
+helper_after_fork(PyObject *self, PyObject *unused)
+{
+	int err;
+
+	(void)self;
+	(void)unused;
+	err = control_after_fork();
+	if (err) {
+		errno = -err;
+		return PyErr_SetFromErrno(PyExc_OSError);
+	}
+	Py_RETURN_NONE;
+}
+
+/* dispatch(json) -> json: the same path the control thread takes. */
+static PyObject *
+helper_py_dispatch(PyObject *self, PyObject *args)
+{
+	const char *cmd;
+	Py_ssize_t len;
+
+	(void)self;
+	if (!PyArg_ParseTuple(args, "s#", &cmd, &len)) {
+		return NULL;
+	}
+	return helper_dispatch(cmd, (size_t)len);
 }
 
 static PyMethodDef helper_methods[] = {
-	{"hello", helper_hello, METH_NOARGS, "Describe the helper."},
+	{"_start", helper_start, METH_VARARGS, "Start the control thread."},
+	{"_stop", helper_stop, METH_NOARGS, "Stop the control thread."},
+	{"_after_fork", helper_after_fork, METH_NOARGS,
+	 "Restart the control thread in a forked child."},
+	{"dispatch", helper_py_dispatch, METH_VARARGS, "Run one command."},
 	{NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef helper_module = {
-	PyModuleDef_HEAD_INIT, "_pydi_helper", NULL, -1, helper_methods,
+	PyModuleDef_HEAD_INIT, PYDI_HELPER_MODULE, NULL, -1, helper_methods,
 	NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC
 PyInit__pydi_helper(void)
 {
-	return PyModule_Create(&helper_module);
+	PyObject *mod = PyModule_Create(&helper_module);
+
+	if (mod != NULL) {
+		PyModule_AddStringConstant(mod, "__version__",
+					   PYDI_HELPER_VERSION);
+	}
+	return mod;
 }

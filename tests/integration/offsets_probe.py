@@ -4,11 +4,12 @@
 Run it with the target interpreter itself, standard library only:
 
     python3.X offsets_probe.py '{"code_filename": 112, ...}'
-    pydi-offsets-dump | python3.X offsets_probe.py
+    python3.X offsets_probe.py < offsets.json
     python3.X - '<json>' < offsets_probe.py     # script on stdin (chroots)
 
 The JSON object holds the fields of struct py_offsets (agent/py_offsets.h);
-null, or 2**64-1, means PY_OFF_NONE. Unknown keys are ignored.
+null, or 2**64-1, means PY_OFF_NONE. code_lines_merged may be left out;
+unknown keys are ignored.
 
 The probe reads its own memory at id(obj) + offset and compares what it
 finds with what Python reports about the same object: code objects, tuples,
@@ -19,7 +20,8 @@ failed check, not a crash.
 
 It prints one JSON object:
     {"python": "3.12.1", "ok": true,
-     "checks": [{"check": "...", "fields": [...], "ok": true, "detail": "..."}],
+     "checks": [{"check": "...", "fields": [...], "ok": true,
+                 "detail": "..."}],
      "not_verified": [{"field": "...", "why": "..."}]}
 Exit status: 0 all checks passed, 1 some failed, 2 bad input.
 """
@@ -56,7 +58,9 @@ FIELDS = (
     "float_value", "long_tag", "long_digit", "long_is_tagged",
     "dict_used", "dict_keys", "dict_values",
 )
-BOOL_FIELDS = ("frame_code_is_stackref", "long_is_tagged")
+OPTIONAL_FIELDS = ("code_lines_merged",)
+BOOL_FIELDS = ("frame_code_is_stackref", "long_is_tagged",
+               "code_lines_merged")
 
 # _PyInterpreterFrame.owner values, the same in 3.11 to 3.14.
 OWNED_BY_THREAD = 0
@@ -241,6 +245,9 @@ class Probe:
         def never_called():
             pass
 
+        def one_busy_line(s):
+            return (len(s) + s.count("a")) * len(s[0:3]) - s.find("b")
+
         inner = sample(1, 2, 3, d=4)
         co, ico = sample.__code__, inner.__code__
         addr = id(co)
@@ -271,6 +278,16 @@ class Probe:
                                      + self.off["code_code_adaptive"],
                                      len(never_called.__code__.co_code)),
                        never_called.__code__.co_code))
+        self.check("co_lines() merges same-line entries iff "
+                   "code_lines_merged", ["code_lines_merged"],
+                   lambda: self._expect(
+                       self._lines_merged(one_busy_line.__code__),
+                       self.off["code_lines_merged"]))
+
+    @staticmethod
+    def _lines_merged(co):
+        lines = [line for _, _, line in co.co_lines()]
+        return all(a != b for a, b in zip(lines, lines[1:]))
 
     def _check_localsplus(self, co):
         names = self.object_at(self.ptr_at(id(co), "code_localsplusnames"),
@@ -362,7 +379,8 @@ class Probe:
         ints = [int(s) for s in ("0", "1", "-1", "1073741823", "1073741824",
                                  "-12345678901234567890", str(2**200 + 7))]
         self.check("int sign, digit count and digits",
-                   ["long_tag", "long_digit", "long_is_tagged"], lambda: self._expect(
+                   ["long_tag", "long_digit", "long_is_tagged"],
+                   lambda: self._expect(
                        [self._decode_int(id(v)) for v in ints], ints))
 
     def _decode_int(self, addr):
@@ -560,9 +578,9 @@ class Probe:
                 return line
         return "offset %d outside the code" % offset
 
-    def compare_chain(self, chain, pyframe, skip_lines_of_first):
-        """Match a frame chain read from memory against Python's frames."""
-        links = self.python_frames(chain)
+    def compare_chain(self, top, pyframe, skip_lines_of_first):
+        """Match the chain from frame top against Python's frames."""
+        links = self.python_frames(self.frame_chain(top))
         truth = []
         while pyframe is not None:
             truth.append(pyframe)
@@ -603,18 +621,20 @@ class Probe:
                        functools.partial(self._failed, "unreadable: %s" % e))
             return
         marker = object()
+        nothing = None      # 3.14 tags a stack reference to an immortal
         # Read inline, so the innermost frame is this very function's.
         top = ctypes.c_uint64.from_address(slot).value
         here = sys._getframe()
         self.check("frame chain of this thread == sys._getframe() chain",
                    slot_fields + frame_fields,
-                   functools.partial(self.compare_chain, self.frame_chain(top),
-                                     here, True))
-        self.check("localsplus slot of a local holds that object",
-                   slot_fields + ["frame_localsplus", "code_localsplusnames",
-                                  "frame_code_is_stackref"],
-                   functools.partial(self._check_local, top, here.f_code,
-                                     "marker", marker))
+                   functools.partial(self.compare_chain, top, here, True))
+        for name, value in (("marker", marker), ("nothing", nothing)):
+            self.check("localsplus slot of local %r holds that object" % name,
+                       slot_fields + ["frame_localsplus",
+                                      "code_localsplusnames",
+                                      "frame_code_is_stackref"],
+                       functools.partial(self._check_local, top, here.f_code,
+                                         name, value))
         self.check("a running generator's frame is owned by the generator",
                    slot_fields + ["frame_owner", "frame_code"],
                    functools.partial(self._check_generator_frame, me))
@@ -634,6 +654,7 @@ class Probe:
             # 3.11/3.12 resume a generator under its own _PyCFrame, so
             # look the slot up from inside.
             slot = self.current_frame_slot(tstate)
+            self.mem.read(slot, 8)      # fail as BadRead, not as SIGSEGV
             yield ctypes.c_uint64.from_address(slot).value, sys._getframe()
         suspended = gen()   # kept alive: a freed generator clears its frame
         frame, pyframe = next(suspended)
@@ -658,8 +679,7 @@ class Probe:
                 if ident not in idents:
                     continue
                 top = self.mem.unsigned(self.current_frame_slot(tstate))
-                ok, detail = self.compare_chain(self.frame_chain(top),
-                                                current[ident], False)
+                ok, detail = self.compare_chain(top, current[ident], False)
                 if not ok:
                     return False, "thread %d: %s" % (ident, detail)
                 seen += 1
@@ -697,9 +717,11 @@ class Probe:
     def report(self):
         covered = {f for c in self.checks if c["ok"] for f in c["fields"]}
         not_verified = dict(self.not_verified)
-        for field in FIELDS:
+        for field in FIELDS + OPTIONAL_FIELDS:
             if self.off[field] is None:
-                not_verified.setdefault(field, "PY_OFF_NONE in the input")
+                not_verified.setdefault(field, "absent from the input"
+                                        if field in OPTIONAL_FIELDS
+                                        else "PY_OFF_NONE in the input")
             elif field not in covered:
                 not_verified.setdefault(field, "no passing check reads it")
         return {
@@ -750,9 +772,11 @@ def load_offsets(argv):
     if missing:
         raise ValueError("missing fields: %s" % ", ".join(missing))
     offsets = {}
-    for field in FIELDS:
-        value = raw[field]
-        if field in BOOL_FIELDS:
+    for field in FIELDS + OPTIONAL_FIELDS:
+        value = raw.get(field)
+        if field in OPTIONAL_FIELDS and value is None:
+            pass
+        elif field in BOOL_FIELDS:
             if not isinstance(value, bool):
                 raise ValueError("%s: want true/false" % field)
         elif value == NONE:

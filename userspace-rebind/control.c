@@ -1,0 +1,238 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The helper's control thread: sleeps on an eventfd until the agent posts a
+ * command, runs it under the GIL, posts the reply; enforces the lease.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "helper.h"
+
+/* The lease is checked at least this often (ms). */
+#define CONTROL_TICK_MS 250
+
+static char cmd_buf[PYDI_CMD_MAX];
+static char reply_buf[PYDI_REPLY_MAX];
+static pthread_t control_thread;
+static atomic_int stopping;
+static int thread_running;
+
+static uint64_t
+now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void
+post(int fd)
+{
+	uint64_t one = 1;
+
+	if (write(fd, &one, sizeof(one)) < 0) {
+		/* EAGAIN: the counter is saturated; the agent is woken anyway. */
+	}
+}
+
+static void
+drain(int fd)
+{
+	uint64_t count;
+
+	while (read(fd, &count, sizeof(count)) > 0) {
+	}
+}
+
+static void
+set_reply(const char *text, size_t len)
+{
+	static const char too_big[] =
+		"{\"ok\":false,\"error_cause\":\"RUNTIME_ERROR\","
+		"\"message\":\"reply larger than the helper's reply buffer\"}";
+
+	if (len >= sizeof(reply_buf)) {
+		text = too_big;
+		len = sizeof(too_big) - 1;
+	}
+	memcpy(reply_buf, text, len);
+	reply_buf[len] = '\0';
+	pydi_helper_state.reply_len = len;
+}
+
+/* Run cmd under the GIL; the reply lands in reply_buf. */
+static void
+run_locked(const char *cmd, size_t len)
+{
+	PyGILState_STATE gil = PyGILState_Ensure();
+	PyObject *reply = helper_dispatch(cmd, len);
+	const char *text;
+	Py_ssize_t text_len;
+
+	if (reply != NULL && (text = PyUnicode_AsUTF8AndSize(reply, &text_len))) {
+		set_reply(text, (size_t)text_len);
+	}
+	else {
+		static const char failed[] =
+			"{\"ok\":false,\"error_cause\":\"RUNTIME_ERROR\","
+			"\"message\":\"helper dispatch raised\"}";
+
+		PyErr_Clear();
+		set_reply(failed, sizeof(failed) - 1);
+	}
+	Py_XDECREF(reply);
+	PyGILState_Release(gil);
+}
+
+static void
+serve_command(void)
+{
+	uint64_t seq = pydi_helper_state.cmd_seq;
+	uint64_t len = pydi_helper_state.cmd_len;
+
+	if (seq == pydi_helper_state.reply_seq) {
+		return;
+	}
+	if (len >= sizeof(cmd_buf)) {
+		len = 0;	/* an empty command is answered as malformed */
+	}
+	cmd_buf[len] = '\0';
+	run_locked(cmd_buf, len);
+	pydi_helper_state.commands_run++;
+	__atomic_store_n(&pydi_helper_state.reply_seq, seq, __ATOMIC_RELEASE);
+	post(pydi_helper_state.done_fd);
+}
+
+static void
+check_lease(void)
+{
+	static const char revert[] = "{\"cmd\":\"revert-all\",\"reason\":\"lease\"}";
+	uint64_t deadline = pydi_helper_state.lease_deadline_ns;
+
+	if (deadline == 0 || now_ns() < deadline) {
+		return;
+	}
+	/* The agent is gone (or wedged): undo everything it asked for. */
+	pydi_helper_state.lease_deadline_ns = 0;
+	run_locked(revert, sizeof(revert) - 1);
+	pydi_helper_state.lease_expiries++;
+}
+
+static void *
+control_main(void *arg)
+{
+	struct pollfd wake = { .fd = pydi_helper_state.wake_fd, .events = POLLIN };
+
+	(void)arg;
+	while (!atomic_load(&stopping)) {
+		int n = poll(&wake, 1, CONTROL_TICK_MS);
+
+		if (atomic_load(&stopping)) {
+			break;
+		}
+		if (n > 0) {
+			drain(wake.fd);
+		}
+		serve_command();
+		check_lease();
+	}
+	return NULL;
+}
+
+static int
+open_eventfds(void)
+{
+	int wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	int done = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+
+	if (wake < 0 || done < 0) {
+		int err = -errno;
+
+		if (wake >= 0) {
+			close(wake);
+		}
+		if (done >= 0) {
+			close(done);
+		}
+		return err;
+	}
+	pydi_helper_state.wake_fd = wake;
+	pydi_helper_state.done_fd = done;
+	return 0;
+}
+
+int
+control_start(void)
+{
+	sigset_t all, old;
+	int err;
+
+	if (thread_running) {
+		return 0;
+	}
+	pydi_helper_state.cmd_buf = (uint64_t)(uintptr_t)cmd_buf;
+	pydi_helper_state.reply_buf = (uint64_t)(uintptr_t)reply_buf;
+	pydi_helper_state.pid = getpid();
+	pydi_helper_state.reply_seq = pydi_helper_state.cmd_seq;
+	err = open_eventfds();
+	if (err) {
+		return err;
+	}
+	atomic_store(&stopping, 0);
+	/* The thread must never take the app's signals. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	err = -pthread_create(&control_thread, NULL, control_main, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (err) {
+		close(pydi_helper_state.wake_fd);
+		close(pydi_helper_state.done_fd);
+		pydi_helper_state.wake_fd = pydi_helper_state.done_fd = -1;
+		return err;
+	}
+	thread_running = 1;
+	pydi_helper_state.status = PYDI_HELPER_READY;
+	return 0;
+}
+
+void
+control_stop(void)
+{
+	if (!thread_running) {
+		return;
+	}
+	atomic_store(&stopping, 1);
+	post(pydi_helper_state.wake_fd);
+	/* The thread may be waiting for the GIL to finish a command. */
+	Py_BEGIN_ALLOW_THREADS
+	pthread_join(control_thread, NULL);
+	Py_END_ALLOW_THREADS
+	thread_running = 0;
+	close(pydi_helper_state.wake_fd);
+	close(pydi_helper_state.done_fd);
+	pydi_helper_state.wake_fd = pydi_helper_state.done_fd = -1;
+	pydi_helper_state.status = PYDI_HELPER_STOPPED;
+}
+
+int
+control_after_fork(void)
+{
+	/* Only the forking thread exists in the child. The parent's eventfds
+	 * were inherited: leave the parent's helper to the parent. */
+	if (!thread_running) {
+		return 0;
+	}
+	thread_running = 0;
+	close(pydi_helper_state.wake_fd);
+	close(pydi_helper_state.done_fd);
+	pydi_helper_state.status = PYDI_HELPER_LOADING;
+	return control_start();
+}

@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: MIT */
+/* Internals shared by the helper's module and its control thread. */
+#ifndef PYDI_HELPER_H
+#define PYDI_HELPER_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "helper_abi.h"
+
+#define PYDI_HELPER_VERSION "0.1.0"
+
+extern struct pydi_helper_state pydi_helper_state;
+
+/* Start the control thread (eventfds included): 0 or -errno. */
+int control_start(void);
+/* Stop it and wait for it; call with the GIL held (it is released while
+ * waiting). */
+void control_stop(void);
+/* In a forked child: the thread did not survive the fork; start anew. */
+int control_after_fork(void);
+
+/* Run one command through _pydi_boot.dispatch; the GIL must be held.
+ * Returns a new reference to the reply str, or NULL with an exception. */
+PyObject *helper_dispatch(const char *cmd, size_t len);
+
+#endif /* PYDI_HELPER_H */

@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The contract between the agent and the helper it loads into a target:
+ * one exported struct in helper memory that the agent reads and writes with
+ * process_vm_readv/writev, and two eventfds it reaches through
+ * /proc/PID/fd/N. One command is in flight at a time.
+ *
+ * A command: the agent writes JSON into cmd_buf, sets cmd_len, increments
+ * cmd_seq, then writes 1 to wake_fd. The helper's own thread takes the GIL,
+ * runs it, writes the JSON reply into reply_buf, sets reply_len, sets
+ * reply_seq = cmd_seq and writes 1 to done_fd.
+ *
+ * The lease: while lease_deadline_ns (CLOCK_MONOTONIC) is non-zero and in
+ * the past, the helper reverts every hook it made and clears the deadline.
+ */
+#ifndef PYDI_HELPER_ABI_H
+#define PYDI_HELPER_ABI_H
+
+#include <stdint.h>
+
+#define PYDI_HELPER_MAGIC	0x706c656869647970ULL	/* "pydihelp" */
+#define PYDI_HELPER_ABI		1
+#define PYDI_HELPER_STATE_SYM	"pydi_helper_state"
+#define PYDI_HELPER_MEMFD_NAME	"pydi-helper"
+#define PYDI_HELPER_MODULE	"_pydi_helper"
+
+#define PYDI_CMD_MAX		(256u << 10)
+#define PYDI_REPLY_MAX		(2u << 20)
+
+enum pydi_helper_status {
+	PYDI_HELPER_LOADING = 0,
+	PYDI_HELPER_READY = 1,
+	PYDI_HELPER_STOPPED = 2,
+	PYDI_HELPER_FAILED = 3,
+};
+
+struct pydi_helper_state {
+	uint64_t magic;
+	uint32_t abi;
+	uint32_t status;		/* enum pydi_helper_status */
+	int32_t pid;			/* getpid() of the process the thread serves */
+	int32_t wake_fd;		/* eventfd: agent -> helper */
+	int32_t done_fd;		/* eventfd: helper -> agent */
+	uint32_t hooks_active;
+	uint64_t cmd_seq;
+	uint64_t reply_seq;
+	uint64_t cmd_len;
+	uint64_t reply_len;
+	uint64_t lease_deadline_ns;
+	uint64_t lease_expiries;	/* times the lease lapsed and hooks reverted */
+	uint64_t commands_run;
+	uint64_t cmd_buf;		/* address of the command buffer */
+	uint64_t reply_buf;		/* address of the reply buffer */
+	char error[256];		/* why status is FAILED */
+};
+
+#endif /* PYDI_HELPER_ABI_H */
