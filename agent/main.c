@@ -129,14 +129,18 @@ static int do_help(int argc, char **argv)
 		"Usage: %s [OPTIONS] OBJECT { COMMAND | help }\n"
 		"       %s version\n"
 		"\n"
-		"       OBJECT := { proc | code }\n"
+		"       OBJECT := { proc | code | inject | resolve | revert }\n"
 		"       OPTIONS := { -j|--json | --pretty | -v|--verbose | -h|--help | -V|--version }\n"
 		"\n"
 		"Examples:\n"
 		"       %s proc list                  # CPython processes on this host\n"
 		"       %s -j proc show 4242          # one process, as JSON\n"
-		"       %s code show -p 4242 0x7f...  # a code object in a live process\n",
-		bin_name, bin_name, bin_name, bin_name, bin_name);
+		"       %s code show -p 4242 0x7f...  # a code object in a live process\n"
+		"       %s inject 4242                # load the helper (once)\n"
+		"       %s resolve -p 4242 app:handler  # what a probe target names\n"
+		"       %s revert 4242                # undo every hook\n",
+		bin_name, bin_name, bin_name, bin_name, bin_name, bin_name,
+		bin_name, bin_name);
 	return EXIT_DONE;
 }
 
@@ -160,6 +164,9 @@ static const struct cmd main_cmds[] = {
 	{ "version",	do_version },
 	{ "proc",	do_proc },
 	{ "code",	do_code },
+	{ "inject",	do_inject_cmd },
+	{ "resolve",	do_resolve_cmd },
+	{ "revert",	do_revert_cmd },
 	{ NULL,		NULL },
 };
 

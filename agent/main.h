@@ -48,5 +48,8 @@ int parse_pid(const char *arg, int *pid);
 
 int do_proc(int argc, char **argv);
 int do_code(int argc, char **argv);
+int do_inject_cmd(int argc, char **argv);
+int do_resolve_cmd(int argc, char **argv);
+int do_revert_cmd(int argc, char **argv);
 
 #endif /* PYDI_MAIN_H */

@@ -9,10 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "elf_image.h"
+#include "mapped_elf.h"
 #include "procmaps.h"
 #include "pyproc.h"
 
@@ -107,66 +107,6 @@ static const char *status_field(const char *text, const char *key)
 	return NULL;
 }
 
-/*
- * Open a mapped file through /proc/PID/map_files, which names the file the
- * kernel actually mapped. A path under /proc/PID/root could be a symlink the
- * container planted to a host file; map_files cannot.
- */
-static int open_mapped_file(pid_t pid, const struct map_entry *m)
-{
-	char path[96];
-	struct stat st;
-	int fd;
-
-	snprintf(path, sizeof(path), "/proc/%d/map_files/%" PRIx64 "-%" PRIx64,
-		 pid, m->start, m->end);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_ino != m->inode ||
-	    major(st.st_dev) != m->dev_major || minor(st.st_dev) != m->dev_minor) {
-		close(fd);
-		return -ESTALE;
-	}
-	return fd;
-}
-
-static bool same_file(const struct map_entry *a, const struct map_entry *b)
-{
-	return a->inode == b->inode && a->dev_major == b->dev_major &&
-	       a->dev_minor == b->dev_minor;
-}
-
-/* The lowest mapping of the same file as m (normally file offset 0). */
-static const struct map_entry *first_mapping(const struct proc_maps *maps,
-					     const struct map_entry *m)
-{
-	for (size_t i = 0; i < maps->count; i++)
-		if (same_file(&maps->entries[i], m))
-			return &maps->entries[i];
-	return m;
-}
-
-/* runtime address = ELF vaddr + bias, from any mapping that starts a
- * PT_LOAD segment (handles PIE, and segments whose file offset differs from
- * their virtual address). */
-static int compute_bias(struct elf_image *img, const struct proc_maps *maps,
-			const struct map_entry *file, uint64_t *bias)
-{
-	for (size_t i = 0; i < maps->count; i++) {
-		const struct map_entry *m = &maps->entries[i];
-		uint64_t p_vaddr, p_offset;
-
-		if (!same_file(m, file))
-			continue;
-		if (elf_image_segment_at(img, m->offset, &p_vaddr, &p_offset))
-			continue;
-		*bias = (m->start - m->offset) - (p_vaddr - p_offset);
-		return 0;
-	}
-	return -ENOENT;
-}
-
 static bool is_libpython(const char *path)
 {
 	return strncmp(base_name(path), "libpython3", 10) == 0;
@@ -180,13 +120,13 @@ static int try_interpreter(struct pyproc *pp, const struct proc_maps *maps,
 	uint64_t runtime_vaddr, bias;
 	int fd;
 
-	fd = open_mapped_file(pp->pid, m);
+	fd = mapped_file_open(pp->pid, m);
 	if (fd < 0)
 		return fd;
 	if (elf_image_open_fd(fd, &img))
 		return 0;
 	if (elf_image_symbol(img, "_PyRuntime", &runtime_vaddr, NULL) ||
-	    compute_bias(img, maps, m, &bias)) {
+	    mapped_elf_bias(img, maps, m, &bias)) {
 		elf_image_close(img);
 		return 0;
 	}
@@ -214,7 +154,7 @@ static int find_interpreter(struct pyproc *pp, const struct proc_maps *maps,
 			const struct map_entry *m = &maps->entries[i];
 			int found;
 
-			if (m->path[0] != '/' || first_mapping(maps, m) != m)
+			if (m->path[0] != '/' || mapped_file_first(maps, m) != m)
 				continue;
 			if (pass == 0 && strcmp(m->path, pp->exe) != 0)
 				continue;

@@ -27,6 +27,33 @@
 #define PYDI_CMD_MAX		(256u << 10)
 #define PYDI_REPLY_MAX		(2u << 20)
 
+/*
+ * Hook events, as the native hook passes them to pydi_hook_event and BPF
+ * keys its probe map by them.
+ */
+enum pydi_hook_event {
+	PYDI_EV_ENTRY = 1,	/* function entry (first start for generators) */
+	PYDI_EV_RETURN = 2,	/* value returned (final value for generators) */
+	PYDI_EV_EXCEPTION = 3,	/* exception leaving the function */
+	PYDI_EV_LINE = 4,	/* a probed line is about to run */
+};
+
+/*
+ * One gate per probe slot, kept current by the agent. The native hook checks
+ * it before calling pydi_hook_event, so a call that BPF would drop (probe
+ * disarmed, or rate-limited until next_allowed_ns) never pays the uprobe
+ * trap. Skipped calls are still counted.
+ */
+#define PYDI_MAX_GATES 1024
+
+struct pydi_gate {
+	uint32_t armed;			/* BPF is attached for this slot */
+	uint32_t generation;		/* bumped by the agent when it reuses a slot */
+	uint64_t next_allowed_ns;	/* CLOCK_MONOTONIC; 0 = no rate limit */
+	uint64_t hits;			/* every call of the hook */
+	uint64_t skipped;		/* calls the gate kept from the trap */
+};
+
 enum pydi_helper_status {
 	PYDI_HELPER_LOADING = 0,
 	PYDI_HELPER_READY = 1,
@@ -51,6 +78,8 @@ struct pydi_helper_state {
 	uint64_t commands_run;
 	uint64_t cmd_buf;		/* address of the command buffer */
 	uint64_t reply_buf;		/* address of the reply buffer */
+	uint64_t gates;			/* address of struct pydi_gate[PYDI_MAX_GATES] */
+	uint64_t hook_fn;		/* address of pydi_hook_event */
 	char error[256];		/* why status is FAILED */
 };
 

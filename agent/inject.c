@@ -1,0 +1,514 @@
+// SPDX-License-Identifier: MIT
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "inject.h"
+#include "memread.h"
+#include "mapped_elf.h"
+#include "procmaps.h"
+#include "ptrace_call.h"
+#include "pythreads.h"
+
+extern const unsigned char pydi_helper_blob[];
+extern const size_t pydi_helper_blob_len;
+
+#define ATTACH_TIMEOUT_MS	2000
+#define CALL_TIMEOUT_MS		10000	/* PyGILState_Ensure waits for the GIL */
+#define READY_TIMEOUT_MS	5000	/* pending call: until the eval loop runs it */
+#define EVAL_LOOP_TRIES		500	/* stops to find the thread in the eval loop */
+
+/* Blocking syscalls a thread sits in with its thread state detached and no
+ * lock held. Never futex: that thread may be waiting for the GIL, a malloc
+ * arena or a PyMutex, and re-entering from there deadlocks. */
+static const long parked_syscalls[] = {
+	SYS_epoll_wait, SYS_epoll_pwait, SYS_poll, SYS_ppoll, SYS_select,
+	SYS_pselect6, SYS_accept, SYS_accept4, SYS_recvfrom, SYS_read,
+	SYS_clock_nanosleep, SYS_nanosleep, SYS_wait4,
+#ifdef SYS_epoll_pwait2
+	SYS_epoll_pwait2,
+#endif
+};
+
+/* What rax holds while a thread sits stopped inside a blocking syscall. */
+#define ERESTARTSYS		512
+#define ERESTARTNOINTR		513
+#define ERESTARTNOHAND		514
+#define ERESTART_RESTARTBLOCK	516
+
+struct target_syms {
+	uint64_t gil_ensure, gil_release, run_string, add_pending;
+	uint64_t sys_get_object, unicode_as_utf8;
+	uint64_t eval_frame, eval_frame_size;
+	uint64_t libc_syscall;
+};
+
+const char *inject_path_name(enum inject_path path)
+{
+	switch (path) {
+	case INJECT_GIL_FREE:
+		return "gil-free";
+	case INJECT_PENDING_CALL:
+		return "pending-call";
+	default:
+		return "reused";
+	}
+}
+
+static void set_err(char *err, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, len, fmt, ap);
+	va_end(ap);
+}
+
+static bool is_parked_syscall(long nr)
+{
+	for (size_t i = 0; i < sizeof(parked_syscalls) / sizeof(parked_syscalls[0]); i++)
+		if (parked_syscalls[i] == nr)
+			return true;
+	return false;
+}
+
+static bool interrupted_in_syscall(const struct pt_thread *t)
+{
+	long rax = (long)t->saved_regs.rax;
+
+	return is_parked_syscall((long)t->saved_regs.orig_rax) &&
+	       (rax == -EINTR || rax == -ERESTARTSYS || rax == -ERESTARTNOINTR ||
+		rax == -ERESTARTNOHAND || rax == -ERESTART_RESTARTBLOCK);
+}
+
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int find_symbols(struct pyproc *pp, struct target_syms *s, char *err,
+			size_t err_len)
+{
+	static const char *const names[] = {
+		"PyGILState_Ensure", "PyGILState_Release", "PyRun_SimpleString",
+		"Py_AddPendingCall", "PySys_GetObject", "PyUnicode_AsUTF8",
+	};
+	uint64_t *slots[] = { &s->gil_ensure, &s->gil_release, &s->run_string,
+			      &s->add_pending, &s->sys_get_object,
+			      &s->unicode_as_utf8 };
+	const struct map_entry *interp = NULL, *libc;
+	struct proc_maps maps;
+	int ret;
+
+	ret = proc_maps_read(pp->pid, &maps);
+	if (ret) {
+		set_err(err, err_len, "pid %d: reading maps: %s", pp->pid, strerror(-ret));
+		return ret;
+	}
+	for (size_t i = 0; i < maps.count; i++)
+		if (maps.entries[i].start == pp->interp_map_start)
+			interp = &maps.entries[i];
+	libc = mapped_file_find(&maps, "libc.so");
+	if (!libc)
+		libc = mapped_file_find(&maps, "libc-");
+	if (!interp || !libc) {
+		set_err(err, err_len, "pid %d: %s not found in its maps", pp->pid,
+			interp ? "libc" : "the interpreter");
+		ret = -ENOENT;
+		goto out;
+	}
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		ret = mapped_elf_symbol(pp->pid, &maps, interp, names[i], slots[i], NULL);
+		if (ret) {
+			set_err(err, err_len, "pid %d: %s not found in %s", pp->pid,
+				names[i], pp->interp_path);
+			goto out;
+		}
+	}
+	ret = mapped_elf_symbol(pp->pid, &maps, interp, "_PyEval_EvalFrameDefault",
+				&s->eval_frame, &s->eval_frame_size);
+	if (ret)
+		s->eval_frame = s->eval_frame_size = 0;
+	ret = mapped_elf_symbol(pp->pid, &maps, libc, "syscall", &s->libc_syscall, NULL);
+	if (ret)
+		set_err(err, err_len, "pid %d: syscall() not found in libc", pp->pid);
+out:
+	proc_maps_free(&maps);
+	return ret;
+}
+
+/* Remote syscall through libc's syscall(): returns -errno semantics as the
+ * raw value, since syscall() returns -1 and sets errno on failure. */
+static int remote_syscall(struct pt_thread *t, const struct target_syms *s,
+			  long nr, const uint64_t *args, int nargs, uint64_t *ret)
+{
+	uint64_t all[6] = { (uint64_t)nr };
+
+	for (int i = 0; i < nargs && i < 5; i++)
+		all[i + 1] = args[i];
+	return pt_call(t, s->libc_syscall, all, nargs + 1, ret, CALL_TIMEOUT_MS);
+}
+
+/* Create the memfd in the target and fill it with the helper. */
+static int place_helper(struct pt_thread *t, const struct target_syms *s,
+			int *target_fd, char *err, size_t err_len)
+{
+	static const char name[] = PYDI_HELPER_MEMFD_NAME;
+	uint64_t name_addr, fd;
+	int pidfd, local, ret;
+
+	ret = pt_push(t, name, sizeof(name), &name_addr);
+	if (!ret)
+		ret = remote_syscall(t, s, SYS_memfd_create,
+				     (uint64_t[]){ name_addr, MFD_CLOEXEC | MFD_ALLOW_SEALING },
+				     2, &fd);
+	if (ret || (int)fd < 0) {
+		set_err(err, err_len, "pid %d: memfd_create in the target failed%s%s",
+			t->pid, ret ? ": " : "", ret ? strerror(-ret) : "");
+		return ret ? ret : -EIO;
+	}
+	*target_fd = (int)fd;
+
+	pidfd = (int)syscall(SYS_pidfd_open, t->pid, 0);
+	local = pidfd < 0 ? -1 : (int)syscall(SYS_pidfd_getfd, pidfd, (int)fd, 0);
+	if (pidfd >= 0)
+		close(pidfd);
+	if (local < 0) {
+		ret = -errno;
+		set_err(err, err_len, "pid %d: cannot reach its memfd: %s", t->pid,
+			strerror(errno));
+		return ret;
+	}
+	ret = 0;
+	if (pwrite(local, pydi_helper_blob, pydi_helper_blob_len, 0) !=
+	    (ssize_t)pydi_helper_blob_len) {
+		ret = -EIO;
+		set_err(err, err_len, "pid %d: writing the helper into its memfd failed",
+			t->pid);
+	} else {
+		/* Nobody changes the helper under the loader's feet. */
+		fcntl(local, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW |
+		      F_SEAL_WRITE | F_SEAL_SEAL);
+	}
+	close(local);
+	return ret;
+}
+
+/*
+ * The Python that loads the helper, run by PyRun_SimpleString in __main__:
+ * it binds no name there, never raises into the app (errors go to
+ * sys._pydi_error), and imports nothing that is not already loaded.
+ */
+static int bootstrap_text(char *buf, size_t len, int fd, uint64_t page)
+{
+	int n = snprintf(buf, len,
+		"exec('''\n"
+		"import sys\n"
+		"sys.__dict__.pop(\"_pydi_error\", None)\n"
+		"try:\n"
+		"    if \"" PYDI_HELPER_MODULE "\" not in sys.modules:\n"
+		"        e = sys.modules[\"_frozen_importlib_external\"]\n"
+		"        b = sys.modules[\"_frozen_importlib\"]\n"
+		"        l = e.ExtensionFileLoader(\"" PYDI_HELPER_MODULE "\", \"/proc/self/fd/%d\")\n"
+		"        s = b.spec_from_loader(\"" PYDI_HELPER_MODULE "\", l)\n"
+		"        m = b.module_from_spec(s)\n"
+		"        sys.modules[\"" PYDI_HELPER_MODULE "\"] = m\n"
+		"        try:\n"
+		"            l.exec_module(m)\n"
+		"        except BaseException:\n"
+		"            del sys.modules[\"" PYDI_HELPER_MODULE "\"]\n"
+		"            raise\n"
+		"    sys.modules[\"" PYDI_HELPER_MODULE "\"]._start(%" PRIu64 ")\n"
+		"except BaseException as x:\n"
+		"    sys._pydi_error = \"%%s: %%s\" %% (type(x).__name__, x)\n"
+		"finally:\n"
+		"    try:\n"
+		"        sys.modules[\"posix\"].close(%d)\n"
+		"    except BaseException:\n"
+		"        pass\n"
+		"''', {\"__builtins__\": __builtins__})\n",
+		fd, page, fd);
+
+	return n > 0 && (size_t)n < len ? 0 : -ENAMETOOLONG;
+}
+
+static int wait_ready(struct pyproc *pp, struct helper_client *hc, int timeout_ms)
+{
+	double deadline = now_ms() + timeout_ms;
+
+	for (;;) {
+		int ret = helper_find(pp->pid, hc);
+
+		if (!ret && hc->state.status == PYDI_HELPER_READY &&
+		    hc->state.pid == (int32_t)pp->ns_pid)
+			return 0;
+		if (ret && ret != -ENOENT)
+			return ret;
+		helper_close(hc);
+		if (now_ms() >= deadline)
+			return -ETIMEDOUT;
+		usleep(2000);
+	}
+}
+
+/*
+ * The bootstrap never raises into the app; it leaves its error in
+ * sys._pydi_error. Read it (GIL held): 0 if there is none, -EIO with the
+ * message in err if there is.
+ */
+static int bootstrap_error(struct pt_thread *t, const struct target_syms *s,
+			   char *err, size_t err_len)
+{
+	static const char name[] = "_pydi_error";
+	char msg[400] = "";
+	uint64_t name_addr, obj, utf8;
+	struct proc_mem pm;
+
+	if (pt_push(t, name, sizeof(name), &name_addr) ||
+	    pt_call(t, s->sys_get_object, (uint64_t[]){ name_addr }, 1, &obj,
+		    CALL_TIMEOUT_MS) || !obj)
+		return 0;
+	if (!pt_call(t, s->unicode_as_utf8, (uint64_t[]){ obj }, 1, &utf8,
+		     CALL_TIMEOUT_MS) && utf8) {
+		proc_mem_init(&pm, t->pid);
+		/* Byte by byte: the string may end near an unmapped page. */
+		for (size_t i = 0; i + 1 < sizeof(msg); i++) {
+			if (proc_mem_read(&pm, utf8 + i, &msg[i], 1) || !msg[i])
+				break;
+		}
+		proc_mem_close(&pm);
+	}
+	set_err(err, err_len, "pid %d: the helper failed to load: %s", t->pid,
+		msg[0] ? msg : "(no message)");
+	return -EIO;
+}
+
+/* GIL-free path: everything happens in calls on the borrowed thread. */
+static int inject_on_parked(struct pyproc *pp, struct pt_thread *t,
+			    const struct target_syms *s, char *err, size_t err_len)
+{
+	char text[2048];
+	uint64_t text_addr, gil_state, rc;
+	int fd, ret;
+
+	ret = place_helper(t, s, &fd, err, err_len);
+	if (ret)
+		return ret;
+	ret = bootstrap_text(text, sizeof(text), fd, 0);
+	if (!ret)
+		ret = pt_push(t, text, strlen(text) + 1, &text_addr);
+	if (!ret)
+		ret = pt_call(t, s->gil_ensure, NULL, 0, &gil_state, CALL_TIMEOUT_MS);
+	if (ret) {
+		set_err(err, err_len, "pid %d: taking the GIL on thread %d: %s",
+			pp->pid, t->tid, strerror(-ret));
+		return ret;
+	}
+	ret = pt_call(t, s->run_string, (uint64_t[]){ text_addr }, 1, &rc,
+		      CALL_TIMEOUT_MS);
+	if (ret) {
+		/* A crash or a hang inside the bootstrap: the thread's state is
+		 * unknown, so do not call into it again. */
+		set_err(err, err_len, "pid %d: running the bootstrap on thread %d: %s",
+			pp->pid, t->tid, strerror(-ret));
+		return ret;
+	}
+	if ((int)rc != 0)
+		set_err(err, err_len, "pid %d: the bootstrap raised", pp->pid);
+	ret = (int)rc != 0 ? -EIO : bootstrap_error(t, s, err, err_len);
+	/* Always give the GIL back, whatever the bootstrap did. */
+	if (pt_call(t, s->gil_release, (uint64_t[]){ gil_state }, 1, &rc,
+		    CALL_TIMEOUT_MS) && !ret) {
+		set_err(err, err_len, "pid %d: releasing the GIL failed", pp->pid);
+		ret = -EIO;
+	}
+	return ret;
+}
+
+/* Pending-call path: the busy main thread, stopped inside the eval loop. */
+static int inject_pending(struct pyproc *pp, struct pt_thread *t,
+			  const struct target_syms *s, uint64_t *page_out,
+			  char *err, size_t err_len)
+{
+	char text[2048];
+	uint64_t page, rc;
+	int fd, ret, tries;
+
+	if (!s->eval_frame) {
+		set_err(err, err_len, "pid %d: no _PyEval_EvalFrameDefault symbol", pp->pid);
+		return -ENOENT;
+	}
+	for (tries = 0; tries < EVAL_LOOP_TRIES; tries++) {
+		uint64_t ip = pt_ip(t);
+
+		if (ip >= s->eval_frame && ip < s->eval_frame + s->eval_frame_size)
+			break;
+		ret = pt_resume_and_stop(t, 500, ATTACH_TIMEOUT_MS);
+		if (ret) {
+			set_err(err, err_len, "pid %d: re-stopping the main thread: %s",
+				pp->pid, strerror(-ret));
+			return ret;
+		}
+	}
+	if (tries == EVAL_LOOP_TRIES) {
+		set_err(err, err_len, "pid %d: its main thread never stopped inside the eval loop (busy in C?)",
+			pp->pid);
+		return -EAGAIN;
+	}
+	ret = place_helper(t, s, &fd, err, err_len);
+	if (ret)
+		return ret;
+	ret = remote_syscall(t, s, SYS_mmap,
+			     (uint64_t[]){ 0, 4096, PROT_READ | PROT_WRITE,
+					   MAP_PRIVATE | MAP_ANONYMOUS, (uint64_t)-1, 0 },
+			     5, &page);
+	if (ret || page == (uint64_t)-1) {
+		set_err(err, err_len, "pid %d: mmap in the target failed", pp->pid);
+		return ret ? ret : -ENOMEM;
+	}
+	ret = bootstrap_text(text, sizeof(text), fd, page);
+	if (!ret)
+		ret = pt_write_mem(pp->pid, page, text, strlen(text) + 1);
+	if (!ret)
+		ret = pt_call(t, s->add_pending, (uint64_t[]){ s->run_string, page }, 2,
+			      &rc, CALL_TIMEOUT_MS);
+	if (ret || (int)rc != 0) {
+		set_err(err, err_len, "pid %d: Py_AddPendingCall failed", pp->pid);
+		return ret ? ret : -EAGAIN;
+	}
+	*page_out = page;
+	return 0;
+}
+
+/* Is this thread one we may borrow? Seized and stopped on return. */
+static int try_borrow(struct pyproc *pp, const struct py_thread *th,
+		      struct pt_thread *t)
+{
+	uint64_t holder;
+	long nr;
+
+	if (th->tid <= 0 || thread_syscall(pp->pid, th->tid, &nr) ||
+	    !is_parked_syscall(nr))
+		return -EAGAIN;
+	if (pt_attach(t, pp->pid, th->tid, ATTACH_TIMEOUT_MS))
+		return -EAGAIN;
+	if (!interrupted_in_syscall(t) || py_gil_holder(pp, &holder) ||
+	    holder == th->tstate) {
+		pt_detach(t);
+		return -EAGAIN;
+	}
+	return 0;
+}
+
+int inject_helper(struct pyproc *pp, struct helper_client *hc,
+		  struct inject_result *res, char *err, size_t err_len)
+{
+	struct py_thread threads[256];
+	struct target_syms syms;
+	struct pt_thread *t;
+	double start = now_ms();
+	size_t count, order[256], n = 0;
+	uint64_t page = 0;
+	int ret;
+
+	memset(res, 0, sizeof(*res));
+	ret = helper_find(pp->pid, hc);
+	if (!ret && hc->state.status == PYDI_HELPER_READY &&
+	    hc->state.pid == (int32_t)pp->ns_pid) {
+		res->path = INJECT_REUSED;
+		return 0;
+	}
+	helper_close(hc);
+	if (ret && ret != -ENOENT) {
+		set_err(err, err_len, "pid %d: a helper is mapped but unusable: %s",
+			pp->pid, strerror(-ret));
+		return ret;
+	}
+	if (!pp->instrumentable) {
+		set_err(err, err_len, "pid %d: %s", pp->pid, pp->reason);
+		return -ENOTSUP;
+	}
+	ret = find_symbols(pp, &syms, err, err_len);
+	if (ret)
+		return ret;
+	ret = py_threads_list(pp, threads, 256, &count);
+	if (ret) {
+		set_err(err, err_len, "pid %d: reading its thread states: %s", pp->pid,
+			strerror(-ret));
+		return ret;
+	}
+	/* The main thread first. */
+	for (size_t i = 0; i < count; i++)
+		if (threads[i].tid == pp->pid)
+			order[n++] = i;
+	for (size_t i = 0; i < count; i++)
+		if (threads[i].tid != pp->pid)
+			order[n++] = i;
+
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		if (try_borrow(pp, &threads[order[i]], t))
+			continue;
+		res->path = INJECT_GIL_FREE;
+		res->tid = t->tid;
+		res->syscall_nr = (long)t->saved_regs.orig_rax;
+		ret = inject_on_parked(pp, t, &syms, err, err_len);
+		pt_detach(t);
+		goto done;
+	}
+	if (count != 1) {
+		set_err(err, err_len, "pid %d: no Python thread is parked in a safe syscall to borrow (%zu threads, all busy or in futex); retry",
+			pp->pid, count);
+		ret = -EAGAIN;
+		goto done;
+	}
+	ret = pt_attach(t, pp->pid, pp->pid, ATTACH_TIMEOUT_MS);
+	if (ret) {
+		set_err(err, err_len, "pid %d: ptrace attach failed: %s%s", pp->pid,
+			strerror(-ret), ret == -EPERM ?
+			" (needs CAP_SYS_PTRACE; check kernel.yama.ptrace_scope and seccomp)" : "");
+		goto done;
+	}
+	res->path = INJECT_PENDING_CALL;
+	res->tid = pp->pid;
+	ret = inject_pending(pp, t, &syms, &page, err, err_len);
+	pt_detach(t);
+	if (ret)
+		goto done;
+	ret = wait_ready(pp, hc, READY_TIMEOUT_MS);
+	if (ret) {
+		/* Withdraw the request: the queued text becomes a no-op. */
+		static const char cancelled[] = "pass";
+
+		pt_write_mem(pp->pid, page, cancelled, sizeof(cancelled));
+		set_err(err, err_len, "pid %d: the helper did not come up within %d ms (pending call not run)",
+			pp->pid, READY_TIMEOUT_MS);
+	}
+	res->elapsed_ms = now_ms() - start;
+	free(t);
+	return ret;
+done:
+	free(t);
+	if (!ret) {
+		ret = wait_ready(pp, hc, READY_TIMEOUT_MS);
+		if (ret)
+			set_err(err, err_len, "pid %d: the helper loaded but did not report ready: %s",
+				pp->pid, strerror(-ret));
+	}
+	res->elapsed_ms = now_ms() - start;
+	return ret;
+}
