@@ -49,7 +49,11 @@ struct target_syms {
 	uint64_t gil_ensure, gil_release, run_string, add_pending;
 	uint64_t sys_get_object, unicode_as_utf8;
 	uint64_t eval_frame, eval_frame_size;
-	uint64_t libc_syscall;
+	uint64_t libc_syscall, libc_mmap;
+	/* The interpreter's executable mappings (PGO/LTO builds split the
+	 * eval loop into unnamed hot and cold parts outside the symbol). */
+	uint64_t text_start[4], text_end[4];
+	int ntext;
 };
 
 const char *inject_path_name(enum inject_path path)
@@ -120,6 +124,16 @@ static int find_symbols(struct pyproc *pp, struct target_syms *s, char *err,
 	for (size_t i = 0; i < maps.count; i++)
 		if (maps.entries[i].start == pp->interp_map_start)
 			interp = &maps.entries[i];
+	s->ntext = 0;
+	for (size_t i = 0; interp && i < maps.count && s->ntext < 4; i++) {
+		const struct map_entry *m = &maps.entries[i];
+
+		if (m->inode == interp->inode && strcmp(m->path, interp->path) == 0 &&
+		    m->perms[2] == 'x') {
+			s->text_start[s->ntext] = m->start;
+			s->text_end[s->ntext++] = m->end;
+		}
+	}
 	libc = mapped_file_find(&maps, "libc.so");
 	if (!libc)
 		libc = mapped_file_find(&maps, "libc-");
@@ -142,8 +156,10 @@ static int find_symbols(struct pyproc *pp, struct target_syms *s, char *err,
 	if (ret)
 		s->eval_frame = s->eval_frame_size = 0;
 	ret = mapped_elf_symbol(pp->pid, &maps, libc, "syscall", &s->libc_syscall, NULL);
+	if (!ret)
+		ret = mapped_elf_symbol(pp->pid, &maps, libc, "mmap", &s->libc_mmap, NULL);
 	if (ret)
-		set_err(err, err_len, "pid %d: syscall() not found in libc", pp->pid);
+		set_err(err, err_len, "pid %d: syscall() or mmap() not found in libc", pp->pid);
 out:
 	proc_maps_free(&maps);
 	return ret;
@@ -156,9 +172,20 @@ static int remote_syscall(struct pt_thread *t, const struct target_syms *s,
 {
 	uint64_t all[6] = { (uint64_t)nr };
 
-	for (int i = 0; i < nargs && i < 5; i++)
+	if (nargs > 5)
+		return -EINVAL;	/* the 6th would go on the stack */
+	for (int i = 0; i < nargs; i++)
 		all[i + 1] = args[i];
 	return pt_call(t, s->libc_syscall, all, nargs + 1, ret, CALL_TIMEOUT_MS);
+}
+
+/* Undo place_helper after a failure: the target keeps no stray fd. */
+static void close_remote_fd(struct pt_thread *t, const struct target_syms *s,
+			    int fd)
+{
+	uint64_t ignored;
+
+	remote_syscall(t, s, SYS_close, (uint64_t[]){ (uint64_t)fd }, 1, &ignored);
 }
 
 /* Create the memfd in the target and fill it with the helper. */
@@ -189,6 +216,7 @@ static int place_helper(struct pt_thread *t, const struct target_syms *s,
 		ret = -errno;
 		set_err(err, err_len, "pid %d: cannot reach its memfd: %s", t->pid,
 			strerror(errno));
+		close_remote_fd(t, s, (int)fd);
 		return ret;
 	}
 	ret = 0;
@@ -203,6 +231,8 @@ static int place_helper(struct pt_thread *t, const struct target_syms *s,
 		      F_SEAL_WRITE | F_SEAL_SEAL);
 	}
 	close(local);
+	if (ret)
+		close_remote_fd(t, s, (int)fd);
 	return ret;
 }
 
@@ -312,6 +342,7 @@ static int inject_on_parked(struct pyproc *pp, struct pt_thread *t,
 	if (!ret)
 		ret = pt_call(t, s->gil_ensure, NULL, 0, &gil_state, CALL_TIMEOUT_MS);
 	if (ret) {
+		close_remote_fd(t, s, fd);
 		set_err(err, err_len, "pid %d: taking the GIL on thread %d: %s",
 			pp->pid, t->tid, strerror(-ret));
 		return ret;
@@ -337,23 +368,36 @@ static int inject_on_parked(struct pyproc *pp, struct pt_thread *t,
 	return ret;
 }
 
+/*
+ * Where the busy main thread may be stopped to queue a pending call: in the
+ * interpreter's own code (the eval loop and what it calls), not in libc or an
+ * extension. There it holds no pending-call lock: in a single-threaded
+ * process only it could, and only while running pending calls, which nobody
+ * else queues. Our calls there (syscall, mmap, Py_AddPendingCall) take no
+ * libc lock either.
+ */
+static bool in_interpreter_code(const struct target_syms *s, uint64_t ip)
+{
+	if (s->eval_frame && ip >= s->eval_frame &&
+	    ip < s->eval_frame + s->eval_frame_size)
+		return true;
+	for (int i = 0; i < s->ntext; i++)
+		if (ip >= s->text_start[i] && ip < s->text_end[i])
+			return true;
+	return false;
+}
+
 /* Pending-call path: the busy main thread, stopped inside the eval loop. */
 static int inject_pending(struct pyproc *pp, struct pt_thread *t,
 			  const struct target_syms *s, uint64_t *page_out,
-			  char *err, size_t err_len)
+			  int *fd_out, char *err, size_t err_len)
 {
 	char text[2048];
 	uint64_t page, rc;
 	int fd, ret, tries;
 
-	if (!s->eval_frame) {
-		set_err(err, err_len, "pid %d: no _PyEval_EvalFrameDefault symbol", pp->pid);
-		return -ENOENT;
-	}
 	for (tries = 0; tries < EVAL_LOOP_TRIES; tries++) {
-		uint64_t ip = pt_ip(t);
-
-		if (ip >= s->eval_frame && ip < s->eval_frame + s->eval_frame_size)
+		if (in_interpreter_code(s, pt_ip(t)))
 			break;
 		ret = pt_resume_and_stop(t, 500, ATTACH_TIMEOUT_MS);
 		if (ret) {
@@ -363,32 +407,43 @@ static int inject_pending(struct pyproc *pp, struct pt_thread *t,
 		}
 	}
 	if (tries == EVAL_LOOP_TRIES) {
-		set_err(err, err_len, "pid %d: its main thread never stopped inside the eval loop (busy in C?)",
+		set_err(err, err_len, "pid %d: its main thread never stopped inside the interpreter (busy in C?)",
 			pp->pid);
 		return -EAGAIN;
 	}
 	ret = place_helper(t, s, &fd, err, err_len);
 	if (ret)
 		return ret;
-	ret = remote_syscall(t, s, SYS_mmap,
-			     (uint64_t[]){ 0, 4096, PROT_READ | PROT_WRITE,
-					   MAP_PRIVATE | MAP_ANONYMOUS, (uint64_t)-1, 0 },
-			     5, &page);
+	ret = pt_call(t, s->libc_mmap,
+		      (uint64_t[]){ 0, 4096, PROT_READ | PROT_WRITE,
+				    MAP_PRIVATE | MAP_ANONYMOUS, (uint64_t)-1, 0 },
+		      6, &page, CALL_TIMEOUT_MS);
 	if (ret || page == (uint64_t)-1) {
 		set_err(err, err_len, "pid %d: mmap in the target failed", pp->pid);
+		close_remote_fd(t, s, fd);
 		return ret ? ret : -ENOMEM;
 	}
 	ret = bootstrap_text(text, sizeof(text), fd, page);
 	if (!ret)
 		ret = pt_write_mem(pp->pid, page, text, strlen(text) + 1);
+	if (ret) {
+		set_err(err, err_len, "pid %d: writing the bootstrap failed", pp->pid);
+		close_remote_fd(t, s, fd);
+		return ret;
+	}
 	if (!ret)
 		ret = pt_call(t, s->add_pending, (uint64_t[]){ s->run_string, page }, 2,
 			      &rc, CALL_TIMEOUT_MS);
 	if (ret || (int)rc != 0) {
+		uint64_t ignored;
+
 		set_err(err, err_len, "pid %d: Py_AddPendingCall failed", pp->pid);
+		close_remote_fd(t, s, fd);
+		remote_syscall(t, s, SYS_munmap, (uint64_t[]){ page, 4096 }, 2, &ignored);
 		return ret ? ret : -EAGAIN;
 	}
 	*page_out = page;
+	*fd_out = fd;
 	return 0;
 }
 
@@ -421,7 +476,7 @@ int inject_helper(struct pyproc *pp, struct helper_client *hc,
 	double start = now_ms();
 	size_t count, order[256], n = 0;
 	uint64_t page = 0;
-	int ret;
+	int ret, memfd = -1;
 
 	memset(res, 0, sizeof(*res));
 	ret = helper_find(pp->pid, hc);
@@ -485,16 +540,19 @@ int inject_helper(struct pyproc *pp, struct helper_client *hc,
 	}
 	res->path = INJECT_PENDING_CALL;
 	res->tid = pp->pid;
-	ret = inject_pending(pp, t, &syms, &page, err, err_len);
+	ret = inject_pending(pp, t, &syms, &page, &memfd, err, err_len);
 	pt_detach(t);
 	if (ret)
 		goto done;
 	ret = wait_ready(pp, hc, READY_TIMEOUT_MS);
 	if (ret) {
-		/* Withdraw the request: the queued text becomes a no-op. */
-		static const char cancelled[] = "pass";
+		/* Withdraw the request: should the queued text still run, it
+		 * only closes the memfd it would have loaded. */
+		char cancelled[64];
 
-		pt_write_mem(pp->pid, page, cancelled, sizeof(cancelled));
+		snprintf(cancelled, sizeof(cancelled),
+			 "__import__('posix').close(%d)\n", memfd);
+		pt_write_mem(pp->pid, page, cancelled, strlen(cancelled) + 1);
 		set_err(err, err_len, "pid %d: the helper did not come up within %d ms (pending call not run)",
 			pp->pid, READY_TIMEOUT_MS);
 	}
