@@ -86,6 +86,12 @@ static const struct py_offsets table_311 = {
 	.long_tag = 16,
 	.long_digit = 24,
 	.long_is_tagged = false,
+	.dict_values_items = 0,
+	.attrs_mode = 1,	/* dict at obj-24, values at obj-32 */
+	.type_cached_keys = 872,
+	.cell_ref = 16,
+	.exc_args = 24,
+	.frame_owner_cstack = UINT32_MAX,
 
 	.dict_used = 16,
 	.dict_keys = 32,
@@ -161,6 +167,12 @@ static const struct py_offsets table_312 = {
 	.long_tag = 16,
 	.long_digit = 24,
 	.long_is_tagged = true,
+	.dict_values_items = 0,
+	.attrs_mode = 2,	/* tagged dict-or-values at obj-24 */
+	.type_cached_keys = 880,
+	.cell_ref = 16,
+	.exc_args = 24,
+	.frame_owner_cstack = 3,
 
 	.dict_used = 16,
 	.dict_keys = 32,
@@ -672,6 +684,13 @@ fill_from_supplement(const struct debug_supplement *s,
 	off->dict_used = s->dict_used;
 	off->unicode_compact_size = s->unicode_compact_size;
 	off->frame_code_is_stackref = s->frame_code_is_stackref;
+	/* 3.13 and 3.14 agree on these; checked against live interpreters. */
+	off->dict_values_items = 8;
+	off->attrs_mode = 3;	/* dict at obj-24, inline values at basicsize */
+	off->type_cached_keys = 880;
+	off->cell_ref = 16;
+	off->exc_args = 24;
+	off->frame_owner_cstack = 3;
 	off->code_lines_merged = true;
 }
 

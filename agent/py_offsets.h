@@ -111,6 +111,17 @@ struct py_offsets {
 	uint64_t dict_used;
 	uint64_t dict_keys;
 	uint64_t dict_values;
+	uint64_t dict_values_items;		/* first value inside PyDictValues */
+
+	/* Where instance attributes live (PYPROBE_ATTRS_* in bpf/pyprobe.h) */
+	uint32_t attrs_mode;
+	uint64_t type_cached_keys;		/* PyHeapTypeObject.ht_cached_keys */
+
+	uint64_t cell_ref;			/* PyCellObject.ob_ref */
+	uint64_t exc_args;			/* PyBaseExceptionObject.args */
+	/* _PyInterpreterFrame.owner values from this one up carry no Python
+	 * code (C-stack and interpreter shims); UINT32_MAX if none exist */
+	uint32_t frame_owner_cstack;
 };
 
 struct py_version {

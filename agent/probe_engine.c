@@ -1,0 +1,319 @@
+// SPDX-License-Identifier: MIT
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <bpf/libbpf.h>
+#include <bpf/bpf.h>
+
+#include "mapped_elf.h"
+#include "probe_engine.h"
+#include "procmaps.h"
+#include "pyprobe.skel.h"
+
+#define MAX_LINKS 64
+
+struct probe_engine {
+	struct pyprobe *skel;
+	struct ring_buffer *rb;
+	probe_event_fn on_event;
+	void *ctx;
+	struct {
+		pid_t pid;
+		struct bpf_link *link;
+	} links[MAX_LINKS];
+	int nlinks;
+};
+
+static int handle_event(void *ctx, void *data, size_t size)
+{
+	struct probe_engine *pe = ctx;
+
+	if (size < offsetof(struct pyprobe_capture, data))
+		return 0;
+	return pe->on_event(pe->ctx, data, size);
+}
+
+static int quiet_print(enum libbpf_print_level level, const char *fmt,
+		       va_list args)
+{
+	if (level == LIBBPF_DEBUG)
+		return 0;
+	return vfprintf(stderr, fmt, args);
+}
+
+int probe_engine_open(struct probe_engine **out, size_t ringbuf_bytes,
+		      probe_event_fn on_event, void *ctx, char *err,
+		      size_t err_len)
+{
+	struct probe_engine *pe = calloc(1, sizeof(*pe));
+	int ret;
+
+	if (!pe)
+		return -ENOMEM;
+	libbpf_set_print(quiet_print);
+	pe->on_event = on_event;
+	pe->ctx = ctx;
+	pe->skel = pyprobe__open();
+	if (!pe->skel) {
+		ret = -errno;
+		snprintf(err, err_len, "opening the BPF object: %s", strerror(errno));
+		goto fail;
+	}
+	if (ringbuf_bytes)
+		bpf_map__set_max_entries(pe->skel->maps.events, ringbuf_bytes);
+	ret = pyprobe__load(pe->skel);
+	if (ret) {
+		snprintf(err, err_len, "loading the BPF program: %s%s", strerror(-ret),
+			 ret == -EPERM ? " (needs root or CAP_BPF+CAP_PERFMON)" : "");
+		goto fail;
+	}
+	pe->rb = ring_buffer__new(bpf_map__fd(pe->skel->maps.events), handle_event,
+				  pe, NULL);
+	if (!pe->rb) {
+		ret = -errno;
+		snprintf(err, err_len, "creating the ring buffer: %s", strerror(errno));
+		goto fail;
+	}
+	*out = pe;
+	return 0;
+fail:
+	probe_engine_close(pe);
+	return ret;
+}
+
+void probe_engine_close(struct probe_engine *pe)
+{
+	if (!pe)
+		return;
+	for (int i = 0; i < pe->nlinks; i++)
+		bpf_link__destroy(pe->links[i].link);
+	ring_buffer__free(pe->rb);
+	pyprobe__destroy(pe->skel);
+	free(pe);
+}
+
+static int symbol_in_interpreter(struct pyproc *pp, const char *name,
+				 uint64_t *addr)
+{
+	struct proc_maps maps;
+	const struct map_entry *interp = NULL;
+	int ret = proc_maps_read(pp->pid, &maps);
+
+	if (ret)
+		return ret;
+	for (size_t i = 0; i < maps.count; i++)
+		if (maps.entries[i].start == pp->interp_map_start)
+			interp = &maps.entries[i];
+	ret = interp ? mapped_elf_symbol(pp->pid, &maps, interp, name, addr, NULL) :
+		       -ENOENT;
+	proc_maps_free(&maps);
+	return ret;
+}
+
+int probe_engine_add_process(struct probe_engine *pe, struct pyproc *pp,
+			     char *err, size_t err_len)
+{
+	const struct py_offsets *o = &pp->offsets;
+	struct pyprobe_layout lay = {
+		.tstate_cframe = o->tstate_cframe,
+		.cframe_current_frame = o->cframe_current_frame,
+		.tstate_current_frame = o->tstate_current_frame,
+		.frame_previous = o->frame_previous,
+		.frame_code = o->frame_code,
+		.frame_instr_ptr = o->frame_instr_ptr,
+		.frame_localsplus = o->frame_localsplus,
+		.frame_owner = o->frame_owner,
+		.object_type = o->object_type,
+		.type_flags = o->type_flags,
+		.type_basicsize = o->type_basicsize,
+		.type_dictoffset = o->type_dictoffset,
+		.type_cached_keys = o->type_cached_keys,
+		.varobject_size = o->varobject_size,
+		.tuple_item = o->tuple_item,
+		.list_item = o->list_item,
+		.bytes_sval = o->bytes_sval,
+		.unicode_state = o->unicode_state,
+		.unicode_length = o->unicode_length,
+		.unicode_ascii_size = o->unicode_ascii_size,
+		.unicode_compact_size = o->unicode_compact_size,
+		.float_value = o->float_value,
+		.long_tag = o->long_tag,
+		.long_digit = o->long_digit,
+		.dict_used = o->dict_used,
+		.dict_keys = o->dict_keys,
+		.dict_values = o->dict_values,
+		.dict_values_items = o->dict_values_items,
+		.cell_ref = o->cell_ref,
+		.exc_args = o->exc_args,
+		.frame_owner_cstack = o->frame_owner_cstack,
+		.stackref_mask = o->frame_code_is_stackref ? 3 : 0,
+		.attrs_mode = o->attrs_mode,
+	};
+	static const struct {
+		const char *name;
+		size_t at;
+	} syms[] = {
+		{ "_Py_NoneStruct", offsetof(struct pyprobe_layout, none_addr) },
+		{ "_Py_TrueStruct", offsetof(struct pyprobe_layout, true_addr) },
+		{ "_Py_FalseStruct", offsetof(struct pyprobe_layout, false_addr) },
+		{ "PyFloat_Type", offsetof(struct pyprobe_layout, float_type) },
+		{ "PyBool_Type", offsetof(struct pyprobe_layout, bool_type) },
+		{ "PySet_Type", offsetof(struct pyprobe_layout, set_type) },
+		{ "PyFrozenSet_Type", offsetof(struct pyprobe_layout, frozenset_type) },
+	};
+	__u32 tgid = (__u32)pp->pid;
+	int ret;
+
+	if (pp->offsets_source == PY_OFFSETS_NONE) {
+		snprintf(err, err_len, "pid %d: no struct offsets: %s", pp->pid, pp->reason);
+		return -ENOTSUP;
+	}
+	for (size_t i = 0; i < sizeof(syms) / sizeof(syms[0]); i++) {
+		ret = symbol_in_interpreter(pp, syms[i].name,
+					    (uint64_t *)((char *)&lay + syms[i].at));
+		if (ret) {
+			snprintf(err, err_len, "pid %d: %s not found in %s", pp->pid,
+				 syms[i].name, pp->interp_path);
+			return ret;
+		}
+	}
+	if (bpf_map__update_elem(pe->skel->maps.layouts, &tgid, sizeof(tgid), &lay,
+				 sizeof(lay), BPF_ANY)) {
+		ret = -errno;
+		snprintf(err, err_len, "pid %d: updating the layouts map: %s", pp->pid,
+			 strerror(errno));
+		return ret;
+	}
+	return 0;
+}
+
+void probe_engine_remove_process(struct probe_engine *pe, pid_t pid)
+{
+	__u32 tgid = (__u32)pid;
+
+	bpf_map__delete_elem(pe->skel->maps.layouts, &tgid, sizeof(tgid), 0);
+	for (int i = 0; i < pe->nlinks; i++) {
+		if (pe->links[i].pid != pid)
+			continue;
+		bpf_link__destroy(pe->links[i].link);
+		pe->links[i--] = pe->links[--pe->nlinks];
+	}
+}
+
+static int attach(struct probe_engine *pe, struct bpf_program *prog, pid_t pid,
+		  const char *path, uint64_t offset, char *err, size_t err_len)
+{
+	LIBBPF_OPTS(bpf_uprobe_opts, opts);
+	struct bpf_link *link;
+
+	if (pe->nlinks == MAX_LINKS) {
+		snprintf(err, err_len, "too many attached processes");
+		return -ENOSPC;
+	}
+	link = bpf_program__attach_uprobe_opts(prog, pid, path, offset, &opts);
+	if (!link) {
+		int ret = -errno;
+
+		snprintf(err, err_len, "pid %d: attaching the uprobe to %s+0x%llx: %s",
+			 pid, path, (unsigned long long)offset, strerror(errno));
+		return ret;
+	}
+	pe->links[pe->nlinks].pid = pid;
+	pe->links[pe->nlinks++].link = link;
+	return 0;
+}
+
+int probe_engine_attach_hook(struct probe_engine *pe,
+			     const struct helper_client *hc, char *err,
+			     size_t err_len)
+{
+	char path[96];
+
+	/* The helper's memfd, named by the kernel's own map_files link. */
+	snprintf(path, sizeof(path), "/proc/%d/map_files/%llx-%llx", hc->pid,
+		 (unsigned long long)hc->map_start, (unsigned long long)hc->map_end);
+	return attach(pe, pe->skel->progs.pydi_hook, hc->pid, path,
+		      hc->hook_file_offset, err, err_len);
+}
+
+int probe_engine_attach_eval_frame(struct probe_engine *pe, struct pyproc *pp,
+				   char *err, size_t err_len)
+{
+	const struct map_entry *interp = NULL, *text = NULL;
+	struct proc_maps maps;
+	uint64_t addr, offset = 0;
+	char path[96];
+	int ret;
+
+	ret = proc_maps_read(pp->pid, &maps);
+	if (ret)
+		return ret;
+	for (size_t i = 0; i < maps.count; i++)
+		if (maps.entries[i].start == pp->interp_map_start)
+			interp = &maps.entries[i];
+	ret = interp ? mapped_elf_symbol(pp->pid, &maps, interp,
+					 "_PyEval_EvalFrameDefault", &addr, NULL) : -ENOENT;
+	if (!ret) {
+		text = proc_maps_find(&maps, addr);
+		if (!text || text->inode != interp->inode)
+			ret = -ENOENT;
+		else
+			offset = text->offset + (addr - text->start);
+	}
+	if (ret) {
+		snprintf(err, err_len, "pid %d: _PyEval_EvalFrameDefault not found", pp->pid);
+		proc_maps_free(&maps);
+		return ret;
+	}
+	/* Through map_files, never the interpreter's path in the container. */
+	mapped_file_path(pp->pid, text, path, sizeof(path));
+	proc_maps_free(&maps);
+	return attach(pe, pe->skel->progs.pydi_eval_frame, pp->pid, path, offset,
+		      err, err_len);
+}
+
+int probe_engine_set_probe(struct probe_engine *pe,
+			   const struct pyprobe_key *key,
+			   const struct pyprobe_config *cfg)
+{
+	if (bpf_map__update_elem(pe->skel->maps.probes, key, sizeof(*key), cfg,
+				 sizeof(*cfg), BPF_ANY))
+		return -errno;
+	return 0;
+}
+
+int probe_engine_del_probe(struct probe_engine *pe,
+			   const struct pyprobe_key *key)
+{
+	if (bpf_map__delete_elem(pe->skel->maps.probes, key, sizeof(*key), 0))
+		return -errno;
+	return 0;
+}
+
+int probe_engine_stats(struct probe_engine *pe, uint32_t slot,
+		       struct pyprobe_stats *st)
+{
+	if (bpf_map__lookup_elem(pe->skel->maps.stats, &slot, sizeof(slot), st,
+				 sizeof(*st), 0))
+		return -errno;
+	return 0;
+}
+
+int probe_engine_reset_stats(struct probe_engine *pe, uint32_t slot)
+{
+	struct pyprobe_stats zero = { 0 };
+
+	if (bpf_map__update_elem(pe->skel->maps.stats, &slot, sizeof(slot), &zero,
+				 sizeof(zero), BPF_ANY))
+		return -errno;
+	return 0;
+}
+
+int probe_engine_poll(struct probe_engine *pe, int timeout_ms)
+{
+	int n = ring_buffer__poll(pe->rb, timeout_ms);
+
+	return n == -EINTR ? 0 : n;
+}

@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The BPF side of probes, from userspace: load pyprobe, describe each target
+ * process's layouts to it, attach its uprobes (through /proc/PID/map_files
+ * only), keep the probe map and read the counters and the ring buffer.
+ */
+#ifndef PYDI_PROBE_ENGINE_H
+#define PYDI_PROBE_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "helper_client.h"
+#include "pyprobe.h"
+#include "pyproc.h"
+
+struct probe_engine;
+
+typedef int (*probe_event_fn)(void *ctx, const struct pyprobe_capture *cap,
+			      size_t size);
+
+int probe_engine_open(struct probe_engine **out, size_t ringbuf_bytes,
+		      probe_event_fn on_event, void *ctx, char *err,
+		      size_t err_len);
+void probe_engine_close(struct probe_engine *pe);
+
+/* Describe pp's layouts to BPF (needed before any of its probes fire). */
+int probe_engine_add_process(struct probe_engine *pe, struct pyproc *pp,
+			     char *err, size_t err_len);
+void probe_engine_remove_process(struct probe_engine *pe, pid_t pid);
+
+/* Attach the hook uprobe to the helper loaded in hc's process. */
+int probe_engine_attach_hook(struct probe_engine *pe,
+			     const struct helper_client *hc, char *err,
+			     size_t err_len);
+/* --no-inject: attach to the interpreter's _PyEval_EvalFrameDefault. */
+int probe_engine_attach_eval_frame(struct probe_engine *pe, struct pyproc *pp,
+				   char *err, size_t err_len);
+
+int probe_engine_set_probe(struct probe_engine *pe,
+			   const struct pyprobe_key *key,
+			   const struct pyprobe_config *cfg);
+int probe_engine_del_probe(struct probe_engine *pe,
+			   const struct pyprobe_key *key);
+int probe_engine_stats(struct probe_engine *pe, uint32_t slot,
+		       struct pyprobe_stats *st);
+int probe_engine_reset_stats(struct probe_engine *pe, uint32_t slot);
+
+/* Consume events for up to timeout_ms: count consumed, or -errno. */
+int probe_engine_poll(struct probe_engine *pe, int timeout_ms);
+
+#endif /* PYDI_PROBE_ENGINE_H */
