@@ -45,6 +45,17 @@ static int parse_pid_args(int argc, char **argv, int *pid, int *rest_argc,
 	return 0;
 }
 
+/*
+ * The kernel answers EACCES/EPERM on /proc/PID files and ptrace when we may
+ * not trace the target: say what fixes it, unless the message already does.
+ */
+static const char *access_hint(int ret, const char *err)
+{
+	if ((ret != -EACCES && ret != -EPERM) || strstr(err, "CAP_SYS_PTRACE"))
+		return "";
+	return " (pydi needs CAP_SYS_PTRACE over the target: run it as root)";
+}
+
 /* Open the process and make sure the helper is in; prints the error. */
 static int connect_helper(int pid, struct pyproc *pp, struct helper_client *hc,
 			  struct inject_result *res)
@@ -56,7 +67,7 @@ static int connect_helper(int pid, struct pyproc *pp, struct helper_client *hc,
 	if (!ret)
 		ret = inject_helper(pp, hc, res, err, sizeof(err));
 	if (ret) {
-		p_err("%s", err);
+		p_err("%s%s", err, access_hint(ret, err));
 		return EXIT_CANNOT_ATTACH;
 	}
 	return 0;
@@ -185,7 +196,8 @@ static int do_revert(int argc, char **argv)
 		return EXIT_DONE;
 	}
 	if (ret) {
-		p_err("pid %d: %s", pid, ret == -ESRCH ? "no such process" : strerror(-ret));
+		p_err("pid %d: %s%s", pid, ret == -ESRCH ? "no such process" : strerror(-ret),
+		      access_hint(ret, ""));
 		return EXIT_CANNOT_ATTACH;
 	}
 	cmd = json_pack("{s:s}", "cmd", "revert-all");

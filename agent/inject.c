@@ -26,6 +26,7 @@ extern const size_t pydi_helper_blob_len;
 #define CALL_TIMEOUT_MS		10000	/* PyGILState_Ensure waits for the GIL */
 #define READY_TIMEOUT_MS	5000	/* pending call: until the eval loop runs it */
 #define EVAL_LOOP_TRIES		500	/* stops to find the thread in the eval loop */
+#define BOOT_ERROR_MAX		400	/* bytes of the bootstrap's error we report */
 
 /* Blocking syscalls a thread sits in with its thread state detached and no
  * lock held. Never futex: that thread may be waiting for the GIL, a malloc
@@ -47,7 +48,6 @@ static const long parked_syscalls[] = {
 
 struct target_syms {
 	uint64_t gil_ensure, gil_release, run_string, add_pending;
-	uint64_t sys_get_object, unicode_as_utf8;
 	uint64_t eval_frame, eval_frame_size;
 	uint64_t libc_syscall, libc_mmap;
 	/* The interpreter's executable mappings (PGO/LTO builds split the
@@ -107,11 +107,10 @@ static int find_symbols(struct pyproc *pp, struct target_syms *s, char *err,
 {
 	static const char *const names[] = {
 		"PyGILState_Ensure", "PyGILState_Release", "PyRun_SimpleString",
-		"Py_AddPendingCall", "PySys_GetObject", "PyUnicode_AsUTF8",
+		"Py_AddPendingCall",
 	};
 	uint64_t *slots[] = { &s->gil_ensure, &s->gil_release, &s->run_string,
-			      &s->add_pending, &s->sys_get_object,
-			      &s->unicode_as_utf8 };
+			      &s->add_pending };
 	const struct map_entry *interp = NULL, *libc;
 	struct proc_maps maps;
 	int ret;
@@ -179,7 +178,7 @@ static int remote_syscall(struct pt_thread *t, const struct target_syms *s,
 	return pt_call(t, s->libc_syscall, all, nargs + 1, ret, CALL_TIMEOUT_MS);
 }
 
-/* Undo place_helper after a failure: the target keeps no stray fd. */
+/* Undo a remote memfd after a failure: the target keeps no stray fd. */
 static void close_remote_fd(struct pt_thread *t, const struct target_syms *s,
 			    int fd)
 {
@@ -188,38 +187,50 @@ static void close_remote_fd(struct pt_thread *t, const struct target_syms *s,
 	remote_syscall(t, s, SYS_close, (uint64_t[]){ (uint64_t)fd }, 1, &ignored);
 }
 
+/* A memfd created in the target (*target_fd there) and our own copy of it
+ * (*local_fd), which stays valid after the target closes its fd. */
+static int remote_memfd(struct pt_thread *t, const struct target_syms *s,
+			const char *name, unsigned int flags, int *target_fd,
+			int *local_fd)
+{
+	uint64_t name_addr, fd;
+	int pidfd, local, ret;
+
+	ret = pt_push(t, name, strlen(name) + 1, &name_addr);
+	if (!ret)
+		ret = remote_syscall(t, s, SYS_memfd_create,
+				     (uint64_t[]){ name_addr, flags }, 2, &fd);
+	if (ret)
+		return ret;
+	if ((int)fd < 0)
+		return -EIO;	/* the target's errno is out of reach */
+	pidfd = (int)syscall(SYS_pidfd_open, t->pid, 0);
+	local = pidfd < 0 ? -1 : (int)syscall(SYS_pidfd_getfd, pidfd, (int)fd, 0);
+	ret = local < 0 ? -errno : 0;
+	if (pidfd >= 0)
+		close(pidfd);
+	if (ret) {
+		close_remote_fd(t, s, (int)fd);
+		return ret;
+	}
+	*target_fd = (int)fd;
+	*local_fd = local;
+	return 0;
+}
+
 /* Create the memfd in the target and fill it with the helper. */
 static int place_helper(struct pt_thread *t, const struct target_syms *s,
 			int *target_fd, char *err, size_t err_len)
 {
-	static const char name[] = PYDI_HELPER_MEMFD_NAME;
-	uint64_t name_addr, fd;
-	int pidfd, local, ret;
+	int local, ret;
 
-	ret = pt_push(t, name, sizeof(name), &name_addr);
-	if (!ret)
-		ret = remote_syscall(t, s, SYS_memfd_create,
-				     (uint64_t[]){ name_addr, MFD_CLOEXEC | MFD_ALLOW_SEALING },
-				     2, &fd);
-	if (ret || (int)fd < 0) {
-		set_err(err, err_len, "pid %d: memfd_create in the target failed%s%s",
-			t->pid, ret ? ": " : "", ret ? strerror(-ret) : "");
-		return ret ? ret : -EIO;
-	}
-	*target_fd = (int)fd;
-
-	pidfd = (int)syscall(SYS_pidfd_open, t->pid, 0);
-	local = pidfd < 0 ? -1 : (int)syscall(SYS_pidfd_getfd, pidfd, (int)fd, 0);
-	if (pidfd >= 0)
-		close(pidfd);
-	if (local < 0) {
-		ret = -errno;
-		set_err(err, err_len, "pid %d: cannot reach its memfd: %s", t->pid,
-			strerror(errno));
-		close_remote_fd(t, s, (int)fd);
+	ret = remote_memfd(t, s, PYDI_HELPER_MEMFD_NAME,
+			   MFD_CLOEXEC | MFD_ALLOW_SEALING, target_fd, &local);
+	if (ret) {
+		set_err(err, err_len, "pid %d: creating the helper's memfd in the target: %s",
+			t->pid, strerror(-ret));
 		return ret;
 	}
-	ret = 0;
 	if (pwrite(local, pydi_helper_blob, pydi_helper_blob_len, 0) !=
 	    (ssize_t)pydi_helper_blob_len) {
 		ret = -EIO;
@@ -232,21 +243,50 @@ static int place_helper(struct pt_thread *t, const struct target_syms *s,
 	}
 	close(local);
 	if (ret)
-		close_remote_fd(t, s, (int)fd);
+		close_remote_fd(t, s, *target_fd);
 	return ret;
 }
 
 /*
- * The Python that loads the helper, run by PyRun_SimpleString in __main__:
- * it binds no name there, never raises into the app (errors go to
- * sys._pydi_error), and imports nothing that is not already loaded.
+ * Where the bootstrap leaves its error: a second memfd it writes and closes.
+ * Our copy outlives that close, so the error reaches us without leaving
+ * anything in the app's modules, and on the pending-call path "ran and
+ * failed" is told apart from "not run yet".
  */
-static int bootstrap_text(char *buf, size_t len, int fd, uint64_t page)
+static int place_status(struct pt_thread *t, const struct target_syms *s,
+			int *target_fd, int *local_fd, char *err, size_t err_len)
+{
+	int ret = remote_memfd(t, s, "pydi-status", MFD_CLOEXEC, target_fd, local_fd);
+
+	if (ret)
+		set_err(err, err_len, "pid %d: creating a status memfd in the target: %s",
+			t->pid, strerror(-ret));
+	return ret;
+}
+
+/* The error the bootstrap wrote, if any: its length (0: none yet). */
+static size_t boot_error(int status_local, char *msg, size_t len)
+{
+	ssize_t n = pread(status_local, msg, len - 1, 0);
+
+	if (n < 0)
+		n = 0;
+	msg[n] = '\0';
+	return (size_t)n;
+}
+
+/*
+ * The Python that loads the helper, run by PyRun_SimpleString in __main__:
+ * it binds no name there, never raises into the app (the error goes to the
+ * status memfd), imports nothing that is not already loaded, and closes both
+ * memfds whatever happens.
+ */
+static int bootstrap_text(char *buf, size_t len, int fd, int status_fd,
+			  uint64_t page)
 {
 	int n = snprintf(buf, len,
 		"exec('''\n"
 		"import sys\n"
-		"sys.__dict__.pop(\"_pydi_error\", None)\n"
 		"try:\n"
 		"    if \"" PYDI_HELPER_MODULE "\" not in sys.modules:\n"
 		"        e = sys.modules[\"_frozen_importlib_external\"]\n"
@@ -262,21 +302,33 @@ static int bootstrap_text(char *buf, size_t len, int fd, uint64_t page)
 		"            raise\n"
 		"    sys.modules[\"" PYDI_HELPER_MODULE "\"]._start(%" PRIu64 ")\n"
 		"except BaseException as x:\n"
-		"    sys._pydi_error = \"%%s: %%s\" %% (type(x).__name__, x)\n"
-		"finally:\n"
 		"    try:\n"
-		"        sys.modules[\"posix\"].close(%d)\n"
+		"        t = \"%%s: %%s\" %% (type(x).__name__, x)\n"
+		"        sys.modules[\"posix\"].write(%d, t.encode(\"ascii\", \"backslashreplace\")[:%d])\n"
 		"    except BaseException:\n"
 		"        pass\n"
+		"finally:\n"
+		"    for f in (%d, %d):\n"
+		"        try:\n"
+		"            sys.modules[\"posix\"].close(f)\n"
+		"        except BaseException:\n"
+		"            pass\n"
 		"''', {\"__builtins__\": __builtins__})\n",
-		fd, page, fd);
+		fd, page, status_fd, BOOT_ERROR_MAX - 1, fd, status_fd);
 
 	return n > 0 && (size_t)n < len ? 0 : -ENAMETOOLONG;
 }
 
-static int wait_ready(struct pyproc *pp, struct helper_client *hc, int timeout_ms)
+/*
+ * Until the helper reports ready: 0; -EIO with the message in err if the
+ * bootstrap left an error (status_local >= 0); -ETIMEDOUT or another
+ * negative errno otherwise.
+ */
+static int wait_ready(struct pyproc *pp, struct helper_client *hc,
+		      int status_local, int timeout_ms, char *err, size_t err_len)
 {
 	double deadline = now_ms() + timeout_ms;
+	char msg[BOOT_ERROR_MAX];
 
 	for (;;) {
 		int ret = helper_find(pp->pid, hc);
@@ -287,65 +339,44 @@ static int wait_ready(struct pyproc *pp, struct helper_client *hc, int timeout_m
 		if (ret && ret != -ENOENT)
 			return ret;
 		helper_close(hc);
+		if (status_local >= 0 && boot_error(status_local, msg, sizeof(msg))) {
+			set_err(err, err_len, "pid %d: the helper failed to load: %s",
+				pp->pid, msg);
+			return -EIO;
+		}
 		if (now_ms() >= deadline)
 			return -ETIMEDOUT;
 		usleep(2000);
 	}
 }
 
-/*
- * The bootstrap never raises into the app; it leaves its error in
- * sys._pydi_error. Read it (GIL held): 0 if there is none, -EIO with the
- * message in err if there is.
- */
-static int bootstrap_error(struct pt_thread *t, const struct target_syms *s,
-			   char *err, size_t err_len)
-{
-	static const char name[] = "_pydi_error";
-	char msg[400] = "";
-	uint64_t name_addr, obj, utf8;
-	struct proc_mem pm;
-
-	if (pt_push(t, name, sizeof(name), &name_addr) ||
-	    pt_call(t, s->sys_get_object, (uint64_t[]){ name_addr }, 1, &obj,
-		    CALL_TIMEOUT_MS) || !obj)
-		return 0;
-	if (!pt_call(t, s->unicode_as_utf8, (uint64_t[]){ obj }, 1, &utf8,
-		     CALL_TIMEOUT_MS) && utf8) {
-		proc_mem_init(&pm, t->pid);
-		/* Byte by byte: the string may end near an unmapped page. */
-		for (size_t i = 0; i + 1 < sizeof(msg); i++) {
-			if (proc_mem_read(&pm, utf8 + i, &msg[i], 1) || !msg[i])
-				break;
-		}
-		proc_mem_close(&pm);
-	}
-	set_err(err, err_len, "pid %d: the helper failed to load: %s", t->pid,
-		msg[0] ? msg : "(no message)");
-	return -EIO;
-}
-
 /* GIL-free path: everything happens in calls on the borrowed thread. */
 static int inject_on_parked(struct pyproc *pp, struct pt_thread *t,
 			    const struct target_syms *s, char *err, size_t err_len)
 {
-	char text[2048];
+	char text[2048], msg[BOOT_ERROR_MAX];
 	uint64_t text_addr, gil_state, rc;
-	int fd, ret;
+	int fd, status_fd, status_local, ret;
 
 	ret = place_helper(t, s, &fd, err, err_len);
 	if (ret)
 		return ret;
-	ret = bootstrap_text(text, sizeof(text), fd, 0);
+	ret = place_status(t, s, &status_fd, &status_local, err, err_len);
+	if (ret) {
+		close_remote_fd(t, s, fd);
+		return ret;
+	}
+	ret = bootstrap_text(text, sizeof(text), fd, status_fd, 0);
 	if (!ret)
 		ret = pt_push(t, text, strlen(text) + 1, &text_addr);
 	if (!ret)
 		ret = pt_call(t, s->gil_ensure, NULL, 0, &gil_state, CALL_TIMEOUT_MS);
 	if (ret) {
 		close_remote_fd(t, s, fd);
+		close_remote_fd(t, s, status_fd);
 		set_err(err, err_len, "pid %d: taking the GIL on thread %d: %s",
 			pp->pid, t->tid, strerror(-ret));
-		return ret;
+		goto out;
 	}
 	ret = pt_call(t, s->run_string, (uint64_t[]){ text_addr }, 1, &rc,
 		      CALL_TIMEOUT_MS);
@@ -354,17 +385,24 @@ static int inject_on_parked(struct pyproc *pp, struct pt_thread *t,
 		 * unknown, so do not call into it again. */
 		set_err(err, err_len, "pid %d: running the bootstrap on thread %d: %s",
 			pp->pid, t->tid, strerror(-ret));
-		return ret;
+		goto out;
 	}
-	if ((int)rc != 0)
+	if ((int)rc != 0) {
 		set_err(err, err_len, "pid %d: the bootstrap raised", pp->pid);
-	ret = (int)rc != 0 ? -EIO : bootstrap_error(t, s, err, err_len);
+		ret = -EIO;
+	} else if (boot_error(status_local, msg, sizeof(msg))) {
+		set_err(err, err_len, "pid %d: the helper failed to load: %s",
+			pp->pid, msg);
+		ret = -EIO;
+	}
 	/* Always give the GIL back, whatever the bootstrap did. */
 	if (pt_call(t, s->gil_release, (uint64_t[]){ gil_state }, 1, &rc,
 		    CALL_TIMEOUT_MS) && !ret) {
 		set_err(err, err_len, "pid %d: releasing the GIL failed", pp->pid);
 		ret = -EIO;
 	}
+out:
+	close(status_local);
 	return ret;
 }
 
@@ -387,14 +425,21 @@ static bool in_interpreter_code(const struct target_syms *s, uint64_t ip)
 	return false;
 }
 
+/* What the pending-call path leaves for inject_helper to wait on. */
+struct pending_boot {
+	uint64_t page;		/* the bootstrap text in the target */
+	int fd, status_fd;	/* the target's memfds */
+	int status_local;	/* our copy of the status memfd */
+};
+
 /* Pending-call path: the busy main thread, stopped inside the eval loop. */
 static int inject_pending(struct pyproc *pp, struct pt_thread *t,
-			  const struct target_syms *s, uint64_t *page_out,
-			  int *fd_out, char *err, size_t err_len)
+			  const struct target_syms *s, struct pending_boot *pb,
+			  char *err, size_t err_len)
 {
 	char text[2048];
 	uint64_t page, rc;
-	int fd, ret, tries;
+	int fd, status_fd, status_local, ret, tries;
 
 	for (tries = 0; tries < EVAL_LOOP_TRIES; tries++) {
 		if (in_interpreter_code(s, pt_ip(t)))
@@ -414,37 +459,46 @@ static int inject_pending(struct pyproc *pp, struct pt_thread *t,
 	ret = place_helper(t, s, &fd, err, err_len);
 	if (ret)
 		return ret;
+	ret = place_status(t, s, &status_fd, &status_local, err, err_len);
+	if (ret) {
+		close_remote_fd(t, s, fd);
+		return ret;
+	}
 	ret = pt_call(t, s->libc_mmap,
 		      (uint64_t[]){ 0, 4096, PROT_READ | PROT_WRITE,
 				    MAP_PRIVATE | MAP_ANONYMOUS, (uint64_t)-1, 0 },
 		      6, &page, CALL_TIMEOUT_MS);
 	if (ret || page == (uint64_t)-1) {
 		set_err(err, err_len, "pid %d: mmap in the target failed", pp->pid);
-		close_remote_fd(t, s, fd);
-		return ret ? ret : -ENOMEM;
+		ret = ret ? ret : -ENOMEM;
+		goto fail;
 	}
-	ret = bootstrap_text(text, sizeof(text), fd, page);
+	ret = bootstrap_text(text, sizeof(text), fd, status_fd, page);
 	if (!ret)
 		ret = pt_write_mem(pp->pid, page, text, strlen(text) + 1);
 	if (ret) {
 		set_err(err, err_len, "pid %d: writing the bootstrap failed", pp->pid);
-		close_remote_fd(t, s, fd);
-		return ret;
+		goto unmap;
 	}
-	if (!ret)
-		ret = pt_call(t, s->add_pending, (uint64_t[]){ s->run_string, page }, 2,
-			      &rc, CALL_TIMEOUT_MS);
+	ret = pt_call(t, s->add_pending, (uint64_t[]){ s->run_string, page }, 2,
+		      &rc, CALL_TIMEOUT_MS);
 	if (ret || (int)rc != 0) {
-		uint64_t ignored;
-
 		set_err(err, err_len, "pid %d: Py_AddPendingCall failed", pp->pid);
-		close_remote_fd(t, s, fd);
-		remote_syscall(t, s, SYS_munmap, (uint64_t[]){ page, 4096 }, 2, &ignored);
-		return ret ? ret : -EAGAIN;
+		ret = ret ? ret : -EAGAIN;
+		goto unmap;
 	}
-	*page_out = page;
-	*fd_out = fd;
+	pb->page = page;
+	pb->fd = fd;
+	pb->status_fd = status_fd;
+	pb->status_local = status_local;
 	return 0;
+unmap:
+	remote_syscall(t, s, SYS_munmap, (uint64_t[]){ page, 4096 }, 2, &rc);
+fail:
+	close_remote_fd(t, s, fd);
+	close_remote_fd(t, s, status_fd);
+	close(status_local);
+	return ret;
 }
 
 /* Is this thread one we may borrow? Seized and stopped on return. */
@@ -475,8 +529,8 @@ int inject_helper(struct pyproc *pp, struct helper_client *hc,
 	struct pt_thread *t;
 	double start = now_ms();
 	size_t count, order[256], n = 0;
-	uint64_t page = 0;
-	int ret, memfd = -1;
+	struct pending_boot pb;
+	int ret;
 
 	memset(res, 0, sizeof(*res));
 	ret = helper_find(pp->pid, hc);
@@ -540,29 +594,37 @@ int inject_helper(struct pyproc *pp, struct helper_client *hc,
 	}
 	res->path = INJECT_PENDING_CALL;
 	res->tid = pp->pid;
-	ret = inject_pending(pp, t, &syms, &page, &memfd, err, err_len);
+	ret = inject_pending(pp, t, &syms, &pb, err, err_len);
 	pt_detach(t);
 	if (ret)
 		goto done;
-	ret = wait_ready(pp, hc, READY_TIMEOUT_MS);
-	if (ret) {
+	ret = wait_ready(pp, hc, pb.status_local, READY_TIMEOUT_MS, err, err_len);
+	if (ret && ret != -EIO) {
 		/* Withdraw the request: should the queued text still run, it
-		 * only closes the memfd it would have loaded. */
-		char cancelled[64];
+		 * only closes the memfds it would have used. */
+		char cancelled[160];
 
 		snprintf(cancelled, sizeof(cancelled),
-			 "__import__('posix').close(%d)\n", memfd);
-		pt_write_mem(pp->pid, page, cancelled, strlen(cancelled) + 1);
-		set_err(err, err_len, "pid %d: the helper did not come up within %d ms (pending call not run)",
-			pp->pid, READY_TIMEOUT_MS);
+			 "try:\n __import__('posix').close(%d)\n __import__('posix').close(%d)\n"
+			 "except BaseException:\n pass\n", pb.fd, pb.status_fd);
+		pt_write_mem(pp->pid, pb.page, cancelled, strlen(cancelled) + 1);
+		if (ret == -ETIMEDOUT)
+			set_err(err, err_len, "pid %d: the helper did not come up within %d ms (pending call not run)",
+				pp->pid, READY_TIMEOUT_MS);
+		else
+			set_err(err, err_len, "pid %d: waiting for the helper: %s",
+				pp->pid, strerror(-ret));
 	}
+	/* On -EIO the bootstrap ran and failed (err says why); its text page
+	 * stays mapped: only _start unmaps it. */
+	close(pb.status_local);
 	res->elapsed_ms = now_ms() - start;
 	free(t);
 	return ret;
 done:
 	free(t);
 	if (!ret) {
-		ret = wait_ready(pp, hc, READY_TIMEOUT_MS);
+		ret = wait_ready(pp, hc, -1, READY_TIMEOUT_MS, err, err_len);
 		if (ret)
 			set_err(err, err_len, "pid %d: the helper loaded but did not report ready: %s",
 				pp->pid, strerror(-ret));

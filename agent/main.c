@@ -129,7 +129,7 @@ static int do_help(int argc, char **argv)
 		"Usage: %s [OPTIONS] OBJECT { COMMAND | help }\n"
 		"       %s version\n"
 		"\n"
-		"       OBJECT := { proc | code | inject | resolve | revert }\n"
+		"       OBJECT := { proc | code | trace | inject | resolve | revert }\n"
 		"       OPTIONS := { -j|--json | --pretty | -v|--verbose | -h|--help | -V|--version }\n"
 		"\n"
 		"Examples:\n"
@@ -167,6 +167,7 @@ static const struct cmd main_cmds[] = {
 	{ "inject",	do_inject_cmd },
 	{ "resolve",	do_resolve_cmd },
 	{ "revert",	do_revert_cmd },
+	{ "trace",	do_trace },
 	{ NULL,		NULL },
 };
 

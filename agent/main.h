@@ -51,5 +51,6 @@ int do_code(int argc, char **argv);
 int do_inject_cmd(int argc, char **argv);
 int do_resolve_cmd(int argc, char **argv);
 int do_revert_cmd(int argc, char **argv);
+int do_trace(int argc, char **argv);
 
 #endif /* PYDI_MAIN_H */

@@ -189,6 +189,17 @@ int probe_engine_add_process(struct probe_engine *pe, struct pyproc *pp,
 	return 0;
 }
 
+int probe_engine_get_layout(struct probe_engine *pe, pid_t pid,
+			    struct pyprobe_layout *lay)
+{
+	__u32 tgid = (__u32)pid;
+
+	if (bpf_map__lookup_elem(pe->skel->maps.layouts, &tgid, sizeof(tgid), lay,
+				 sizeof(*lay), 0))
+		return -errno;
+	return 0;
+}
+
 void probe_engine_remove_process(struct probe_engine *pe, pid_t pid)
 {
 	__u32 tgid = (__u32)pid;

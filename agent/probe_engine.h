@@ -28,6 +28,8 @@ void probe_engine_close(struct probe_engine *pe);
 /* Describe pp's layouts to BPF (needed before any of its probes fire). */
 int probe_engine_add_process(struct probe_engine *pe, struct pyproc *pp,
 			     char *err, size_t err_len);
+int probe_engine_get_layout(struct probe_engine *pe, pid_t pid,
+			    struct pyprobe_layout *lay);
 void probe_engine_remove_process(struct probe_engine *pe, pid_t pid);
 
 /* Attach the hook uprobe to the helper loaded in hc's process. */

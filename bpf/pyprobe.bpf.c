@@ -66,6 +66,21 @@ struct {
 	__type(value, struct pyprobe_layout);
 } layouts SEC(".maps");
 
+/* Calls whose entry was captured: their return/exception is captured too,
+ * whatever the rate limit says since, so a snapshot carries both. */
+struct inflight_key {
+	__u32 tgid;
+	__u32 slot;
+	__u64 frame;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct inflight_key);
+	__type(value, __u64);
+} inflight SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4 << 20);	/* userspace may resize before load */
@@ -525,6 +540,7 @@ static __always_inline int capture(__u64 frame, __s64 line, __u32 event,
 	const struct pyprobe_config *cfg;
 	struct pyprobe_stats *st;
 	struct pyprobe_key key = {};
+	struct inflight_key ik = {};
 	struct scratch *sc;
 	struct walk w;
 	__u64 claimed, size;
@@ -546,19 +562,31 @@ static __always_inline int capture(__u64 frame, __s64 line, __u32 event,
 		__sync_fetch_and_add(&st->drop_stale, 1);
 		return 0;
 	}
-	__sync_fetch_and_add(&st->hits, 1);
-	if (cfg->max_hits && st->emitted >= cfg->max_hits) {
-		__sync_fetch_and_add(&st->drop_max_hits, 1);
-		return 0;
-	}
-	if (!rate_allows(st, cfg)) {
-		__sync_fetch_and_add(&st->drop_rate, 1);
-		return 0;
-	}
-	claimed = __sync_fetch_and_add(&st->emitted, 1);
-	if (cfg->max_hits && claimed >= cfg->max_hits) {
-		__sync_fetch_and_add(&st->drop_max_hits, 1);
-		return 0;
+	ik.tgid = tgid;
+	ik.slot = cfg->slot;
+	ik.frame = frame;
+	if (event == PYPROBE_EV_RETURN || event == PYPROBE_EV_EXCEPTION) {
+		/* Only the end of a call whose entry we captured. */
+		if (bpf_map_delete_elem(&inflight, &ik))
+			return 0;
+		claimed = 0;
+	} else {
+		__sync_fetch_and_add(&st->hits, 1);
+		if (cfg->max_hits && st->emitted >= cfg->max_hits) {
+			__sync_fetch_and_add(&st->drop_max_hits, 1);
+			return 0;
+		}
+		if (!rate_allows(st, cfg)) {
+			__sync_fetch_and_add(&st->drop_rate, 1);
+			return 0;
+		}
+		claimed = __sync_fetch_and_add(&st->emitted, 1);
+		if (cfg->max_hits && claimed >= cfg->max_hits) {
+			__sync_fetch_and_add(&st->drop_max_hits, 1);
+			return 0;
+		}
+		if (event == PYPROBE_EV_ENTRY && cfg->pairs_return)
+			bpf_map_update_elem(&inflight, &ik, &claimed, BPF_ANY);
 	}
 
 	sc = bpf_map_lookup_elem(&scratch_map, &zero);

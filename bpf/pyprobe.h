@@ -8,6 +8,10 @@
 #ifndef PYDI_PYPROBE_H
 #define PYDI_PYPROBE_H
 
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
 #define PYPROBE_MAX_PROBES	1024	/* slots: one per (probe, process) */
 #define PYPROBE_MAX_PROCS	256
 #define PYPROBE_MAX_VARS	64	/* locals (localsplus slots) captured */
@@ -105,7 +109,7 @@ struct pyprobe_config {
 	__u32 max_frames;
 	__u32 max_objs;
 	__u32 generation;		/* bumped when a slot is reused */
-	__u32 pad;
+	__u32 pairs_return;		/* entry events: remember the call */
 };
 
 /* Per-slot counters; updated with atomics (no spin locks in uprobes). */
