@@ -90,6 +90,9 @@ static const struct py_offsets table_311 = {
 	.attrs_mode = 1,	/* dict at obj-24, values at obj-32 */
 	.type_cached_keys = 872,
 	.cell_ref = 16,
+	.type_dict = 264,
+	.func_code = 48,
+	.module_dict = 16,
 	.exc_args = 24,
 	.frame_owner_cstack = UINT32_MAX,
 
@@ -171,6 +174,9 @@ static const struct py_offsets table_312 = {
 	.attrs_mode = 2,	/* tagged dict-or-values at obj-24 */
 	.type_cached_keys = 880,
 	.cell_ref = 16,
+	.type_dict = 264,
+	.func_code = 48,
+	.module_dict = 16,
 	.exc_args = 24,
 	.frame_owner_cstack = 3,
 
@@ -689,6 +695,9 @@ fill_from_supplement(const struct debug_supplement *s,
 	off->attrs_mode = 3;	/* dict at obj-24, inline values at basicsize */
 	off->type_cached_keys = 880;
 	off->cell_ref = 16;
+	off->type_dict = 264;
+	off->func_code = 48;
+	off->module_dict = 16;
 	off->exc_args = 24;
 	off->frame_owner_cstack = 3;
 	off->code_lines_merged = true;

@@ -118,6 +118,9 @@ struct py_offsets {
 	uint64_t type_cached_keys;		/* PyHeapTypeObject.ht_cached_keys */
 
 	uint64_t cell_ref;			/* PyCellObject.ob_ref */
+	uint64_t type_dict;			/* PyTypeObject.tp_dict (heap types) */
+	uint64_t func_code;			/* PyFunctionObject.func_code */
+	uint64_t module_dict;			/* PyModuleObject.md_dict */
 	uint64_t exc_args;			/* PyBaseExceptionObject.args */
 	/* _PyInterpreterFrame.owner values from this one up carry no Python
 	 * code (C-stack and interpreter shims); UINT32_MAX if none exist */

@@ -466,6 +466,8 @@ static json_t *decode_stack(struct snapshot_target *t,
 		base = cap->frames[i].code + t->pp->offsets.code_code_adaptive;
 		if (cap->frames[i].instr_ptr >= base)
 			line = pycode_line_at(ci, cap->frames[i].instr_ptr - base);
+		else
+			line = ci->first_line;	/* not started yet */
 		json_array_append_new(stack, json_pack("{s:s,s:s,s:i}", "function",
 				      ci->qualname, "file_path", ci->filename,
 				      "line_number", line < 0 ? 0 : line));

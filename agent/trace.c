@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "inject.h"
+#include "memresolve.h"
 #include "main.h"
 #include "probe_engine.h"
 #include "ptrace_call.h"
@@ -112,9 +113,14 @@ static void emit_status(struct trace *tr, const char *status, const char *cause,
 	if (json_output) {
 		json_print(j);
 	} else {
+		json_t *w;
+		size_t i;
+
 		printf("pydi: probe %s on pid %d: %s%s%s%s%s\n", tr->probe_id, env.pid,
 		       status, cause ? " " : "", cause ? cause : "",
 		       message ? ": " : "", message ? message : "");
+		json_array_foreach(json_object_get(j, "warnings"), i, w)
+			printf("pydi:   warning: %s\n", json_string_value(w));
 		fflush(stdout);
 	}
 	json_decref(j);
@@ -360,7 +366,8 @@ static int on_capture(void *ctx, const struct pyprobe_capture *cap, size_t size)
 		tr->active = true;
 		emit_status(tr, "ACTIVE", NULL, NULL, NULL);
 	}
-	if (cap->event == PYPROBE_EV_LINE) {
+	if (cap->event == PYPROBE_EV_LINE ||
+	    (cap->event == PYPROBE_EV_ENTRY && !tr->cfg.pairs_return)) {
 		json_t *snap = snapshot_build(&tr->target, &tr->probe, cap, size, NULL, 0);
 
 		if (snap) {
@@ -609,12 +616,108 @@ static int hook(struct trace *tr, bool line_probe)
 	return 0;
 }
 
+/* The hook's warnings (e.g. 3.11 frames still running the old code, which
+ * the hook cannot reach) gathered for the READY status. */
+static json_t *code_warnings(json_t *codes)
+{
+	json_t *all = json_array(), *code, *w;
+	size_t i, j;
+
+	json_array_foreach(codes, i, code)
+		json_array_foreach(json_object_get(code, "warnings"), j, w)
+			if (json_is_string(w))
+				json_array_append(all, w);
+	return all;
+}
+
+static void fill_probe(struct trace *tr, bool line_probe)
+{
+	tr->probe.probe_id = tr->probe_id;
+	tr->probe.instrumentation_type = "BREAKPOINT";
+	tr->probe.module = tr->module;
+	tr->probe.qualname = tr->qualname;
+	tr->probe.file_path = tr->file[0] ? tr->file : NULL;
+	tr->probe.line = line_probe ? (int)json_integer_value(json_object_get(
+		json_array_get(tr->codes, 0), "line")) : 0;
+	tr->probe.capture_args = env.capture & PYPROBE_CAPTURE_ARGS;
+	tr->probe.capture_locals = env.capture & PYPROBE_CAPTURE_LOCALS;
+	tr->probe.capture_return = env.capture & PYPROBE_CAPTURE_RETURN;
+	tr->probe.capture_stack = env.capture & PYPROBE_CAPTURE_STACK;
+	tr->probe.limits = env.limits;
+	tr->probe.redactor = &tr->redactor;
+}
+
+static int poll_loop(struct trace *tr, uint64_t start, bool renew_lease);
+
+/*
+ * --no-inject: nothing runs in the target. A uprobe on the interpreter's
+ * _PyEval_EvalFrameDefault sees only frames entered from C (3.11+ inlines
+ * Python-to-Python calls), so a probe may never fire: READY says so.
+ */
+static int run_no_inject(struct trace *tr, bool line_probe)
+{
+	char err[512];
+	uint64_t code;
+	const struct pycode_info *ci;
+	json_t *extra;
+	int ret;
+
+	if (line_probe) {
+		emit_status(tr, "ERROR", "LINE_NOT_EXECUTABLE",
+			    "line probes need the helper's hooks: drop --no-inject", NULL);
+		return EXIT_PROBE_ERROR;
+	}
+	ret = memresolve_code(&tr->pp, env.target, &code, err, sizeof(err));
+	if (ret) {
+		emit_status(tr, "ERROR", ret == -EINVAL ? "RUNTIME_ERROR" :
+			    strstr(err, "not loaded") ? "FILE_NOT_FOUND" : "METHOD_NOT_FOUND",
+			    err, NULL);
+		return EXIT_PROBE_ERROR;
+	}
+	if (probe_engine_attach_eval_frame(tr->engine, &tr->pp, err, sizeof(err))) {
+		emit_status(tr, "ERROR", "RUNTIME_ERROR", err, NULL);
+		return EXIT_CANNOT_ATTACH;
+	}
+	ci = code_cache_get(&tr->target.codes, code);
+	tr->slot = 0;
+	probe_engine_reset_stats(tr->engine, tr->slot);
+	fill_config(tr, ci, false);
+	/* At eval-frame entry no cell exists yet: arguments are plain. */
+	tr->cfg.cell_mask = 0;
+	tr->cfg.pairs_return = 0;
+	{
+		struct pyprobe_key key = { .tgid = (uint32_t)env.pid, .event = PYPROBE_EV_ENTRY,
+					   .code = code };
+
+		ret = probe_engine_set_probe(tr->engine, &key, &tr->cfg);
+		tr->keys = json_pack("[[I,i,i]]", (json_int_t)code, PYPROBE_EV_ENTRY, 0);
+	}
+	if (ret) {
+		emit_status(tr, "ERROR", "RUNTIME_ERROR", "updating the probe map failed", NULL);
+		return EXIT_CANNOT_ATTACH;
+	}
+	snprintf(tr->module, sizeof(tr->module), "%.*s",
+		 (int)(strchr(env.target, ':') - env.target), env.target);
+	snprintf(tr->qualname, sizeof(tr->qualname), "%s", strchr(env.target, ':') + 1);
+	if (ci)
+		snprintf(tr->file, sizeof(tr->file), "%s", ci->filename);
+	tr->codes = json_pack("[{s:I}]", "code_id", (json_int_t)code);
+	fill_probe(tr, false);
+	tr->probe.capture_return = false;
+	extra = json_pack("{s:s,s:[s]}", "coverage", "c-entered-frames", "warnings",
+			  "--no-inject sees only frames entered from C (callbacks, map(), "
+			  "threads, framework dispatch); calls made from Python code are "
+			  "invisible, and return values are not captured");
+	emit_status(tr, "READY", NULL, NULL, extra);
+	json_decref(extra);
+	return poll_loop(tr, now_ns(), false);
+}
+
 static int run(struct trace *tr)
 {
 	bool line_probe = is_line_target(env.target);
-	uint64_t start = now_ns(), last_renew = 0;
+	uint64_t start = now_ns();
 	struct inject_result res;
-	struct pyprobe_stats st;
 	char err[512];
 	json_t *extra;
 	int ret;
@@ -637,11 +740,8 @@ static int run(struct trace *tr)
 		emit_status(tr, "ERROR", "RUNTIME_ERROR", err, NULL);
 		return EXIT_CANNOT_ATTACH;
 	}
-	if (env.no_inject) {
-		emit_status(tr, "ERROR", "RUNTIME_ERROR",
-			    "--no-inject cannot resolve targets without the helper yet", NULL);
-		return EXIT_CANNOT_ATTACH;
-	}
+	if (env.no_inject)
+		return run_no_inject(tr, line_probe);
 	if (inject_helper(&tr->pp, &tr->hc, &res, err, sizeof(err))) {
 		emit_status(tr, "ERROR", "RUNTIME_ERROR", err, NULL);
 		return EXIT_CANNOT_ATTACH;
@@ -666,19 +766,7 @@ static int run(struct trace *tr)
 	ret = hook(tr, line_probe);
 	if (ret)
 		return ret;
-	tr->probe.probe_id = tr->probe_id;
-	tr->probe.instrumentation_type = "BREAKPOINT";
-	tr->probe.module = tr->module;
-	tr->probe.qualname = tr->qualname;
-	tr->probe.file_path = tr->file;
-	tr->probe.line = line_probe ? (int)json_integer_value(json_object_get(
-		json_array_get(tr->codes, 0), "line")) : 0;
-	tr->probe.capture_args = env.capture & PYPROBE_CAPTURE_ARGS;
-	tr->probe.capture_locals = env.capture & PYPROBE_CAPTURE_LOCALS;
-	tr->probe.capture_return = env.capture & PYPROBE_CAPTURE_RETURN;
-	tr->probe.capture_stack = env.capture & PYPROBE_CAPTURE_STACK;
-	tr->probe.limits = env.limits;
-	tr->probe.redactor = &tr->redactor;
+	fill_probe(tr, line_probe);
 	ret = set_keys(tr, line_probe);
 	if (ret) {
 		snprintf(err, sizeof(err), "updating the probe map: %s", strerror(-ret));
@@ -686,10 +774,19 @@ static int run(struct trace *tr)
 		return EXIT_CANNOT_ATTACH;
 	}
 	set_gate(tr, true, 0);
-	extra = json_pack("{s:s,s:O,s:s}", "coverage", "hooked-code", "codes", tr->codes,
-			  "inject_path", inject_path_name(res.path));
+	extra = json_pack("{s:s,s:O,s:s,s:o}", "coverage", "hooked-code", "codes", tr->codes,
+			  "inject_path", inject_path_name(res.path), "warnings",
+			  code_warnings(tr->codes));
 	emit_status(tr, "READY", NULL, NULL, extra);
 	json_decref(extra);
+
+	return poll_loop(tr, start, true);
+}
+
+static int poll_loop(struct trace *tr, uint64_t start, bool renew_lease)
+{
+	uint64_t last_renew = 0;
+	struct pyprobe_stats st;
 
 	while (!exiting) {
 		uint64_t now = now_ns();
@@ -697,7 +794,8 @@ static int run(struct trace *tr)
 		if (probe_engine_poll(tr->engine, POLL_MS) < 0 && !exiting)
 			break;
 		if (now - last_renew > LEASE_RENEW_MS * 1000000ull) {
-			helper_set_lease(&tr->hc, LEASE_MS);
+			if (renew_lease)
+				helper_set_lease(&tr->hc, LEASE_MS);
 			last_renew = now;
 			if (kill(env.pid, 0) && errno == ESRCH) {
 				emit_status(tr, "ERROR", "RUNTIME_ERROR", "the target exited", NULL);
