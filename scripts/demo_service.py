@@ -9,13 +9,15 @@ app = FastAPI()
 PRICES = {42: 9.5, 7: 120.0}
 
 
-def current_user(token: str = "guest"):
-    return {"name": token}
+def current_user(token: str = ""):
+    return {"name": "alice" if token else "guest"}
 
 
-def price_order(order_id: int, qty: int):
+def price_order(order_id: int, qty: int, coupon: str = ""):
     unit = PRICES.get(order_id, 1.0)
     total = unit * qty
+    if coupon == "HALF":
+        total = total / 2  # DEMO:discount
     return {"order_id": order_id, "qty": qty, "total": total}
 
 
@@ -25,8 +27,9 @@ def health():
 
 
 @app.get("/orders/{order_id}")
-async def get_order(order_id: int, qty: int = 1, user=Depends(current_user)):
-    order = price_order(order_id, qty)
+async def get_order(order_id: int, qty: int = 1, coupon: str = "",
+                    user=Depends(current_user)):
+    order = price_order(order_id, qty, coupon)
     order["user"] = user["name"]
     return order
 
