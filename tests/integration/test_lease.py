@@ -1,0 +1,82 @@
+"""The lease: pydi renews a deadline in helper memory; if pydi dies with
+hooks in place (SIGKILL: no chance to clean up), the helper reverts them
+itself once the deadline passes. Visible from inside the app (its function's
+__code__ is the original object again, no sys.monitoring tool left) and
+through a new pydi (hello says no hooks are active)."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import (HERE, PYDI, ROOTFS_PYTHONS, pydi_json, report,
+                      spawn_host, spawn_in_rootfs)
+
+APP = os.path.join(HERE, "targets", "lease_app.py")
+LEASE_S = 5
+
+
+def ask(target):
+    target.proc.stdin.write("state\n")
+    target.proc.stdin.flush()
+    return json.loads(target.proc.stdout.readline())
+
+
+def start_trace(pid):
+    proc = subprocess.Popen([PYDI, "-j", "trace", "-p", str(pid), "__main__:price",
+                             "--timeout", "120"], stdout=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        status = json.loads(line)
+        if status.get("status") == "ACTIVE":
+            return proc
+        assert status.get("status") != "ERROR", status
+    raise AssertionError("trace ended before ACTIVE")
+
+
+def check_lease(target):
+    before = ask(target)
+    assert before["original"]
+    trace = start_trace(target.pid)
+    hooked = ask(target)
+    hello = pydi_json("inject", str(target.pid))
+    assert hello["hooks_active"] is True
+    trace.send_signal(signal.SIGKILL)
+    trace.wait()
+    killed_at = time.time()
+    deadline = killed_at + LEASE_S + 10
+    while time.time() < deadline:
+        after = ask(target)
+        if after["original"] and not after["monitoring"]:
+            break
+        time.sleep(0.2)
+    reverted_after = time.time() - killed_at
+    after = ask(target)
+    assert after["original"], after
+    assert after["monitoring"] == {}, after
+    assert pydi_json("inject", str(target.pid))["hooks_active"] is False
+    calls = after["calls"]
+    time.sleep(0.3)
+    assert ask(target)["calls"] > calls, "the app stopped working"
+    report(f"lease: pydi SIGKILLed with hooks in place on Python "
+           f"{hello['python']}: reverted {reverted_after:.1f} s later "
+           f"(lease {LEASE_S} s); code swapped while hooked: "
+           f"{not hooked['original']}, tools while hooked: {sorted(hooked['monitoring'])}")
+
+
+def test_lease_reverts_after_sigkill_on_host_python():
+    target = spawn_host(APP)
+    try:
+        check_lease(target)
+    finally:
+        target.stop()
+
+
+@pytest.mark.parametrize("python", ROOTFS_PYTHONS)
+def test_lease_reverts_after_sigkill_in_namespaced_root(rootfs, python):
+    target = spawn_in_rootfs(rootfs, f"/usr/bin/{python}", APP)
+    try:
+        check_lease(target)
+    finally:
+        target.stop()
