@@ -64,6 +64,31 @@ static int modules_dict(struct pyproc *pp, uint64_t *dict)
 	return err ? err : mem_read_u64(&pp->reader, interp + pp->offsets.interp_modules, dict);
 }
 
+/* A script run as `python app.py` is __main__; it answers to "app" too. */
+static int main_module_named(struct pyproc *pp, uint64_t modules,
+			     const char *module, uint64_t *mod)
+{
+	uint64_t main_mod, dict, file;
+	char *path, *base, *dot;
+	int ret;
+
+	if (memresolve_dict_get(pp, modules, "__main__", &main_mod) ||
+	    mem_read_u64(&pp->reader, main_mod + pp->offsets.module_dict, &dict) ||
+	    memresolve_dict_get(pp, dict, "__file__", &file) ||
+	    pyobj_read_str(&pp->reader, &pp->offsets, file, NAME_MAX_CHARS, &path))
+		return -ENOENT;
+	base = strrchr(path, '/');
+	base = base ? base + 1 : path;
+	dot = strrchr(base, '.');
+	if (dot)
+		*dot = '\0';
+	ret = strcmp(base, module) == 0 ? 0 : -ENOENT;
+	free(path);
+	if (!ret)
+		*mod = main_mod;
+	return ret;
+}
+
 int memresolve_code(struct pyproc *pp, const char *target, uint64_t *code,
 		    char *err, size_t err_len)
 {
@@ -81,7 +106,8 @@ int memresolve_code(struct pyproc *pp, const char *target, uint64_t *code,
 	snprintf(module, sizeof(module), "%.*s", (int)(colon - target), target);
 	snprintf(qualname, sizeof(qualname), "%s", colon + 1);
 	if ((ret = modules_dict(pp, &modules)) ||
-	    memresolve_dict_get(pp, modules, module, &mod)) {
+	    (memresolve_dict_get(pp, modules, module, &mod) &&
+	     main_module_named(pp, modules, module, &mod))) {
 		snprintf(err, err_len, "module %s is not loaded in pid %d", module, pp->pid);
 		return -ENOENT;
 	}

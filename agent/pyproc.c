@@ -322,10 +322,13 @@ static void check_ptrace(struct pyproc *pp, const char *status)
 		not_instrumentable(pp, "ptrace is disabled (kernel.yama.ptrace_scope=3)");
 		return;
 	}
-	if (!cap_ptrace && (scope == 2 || !uid ||
+	/* Yama 1 lets only ancestors trace without the capability, and pydi
+	 * is never the target's ancestor. */
+	if (!cap_ptrace && (scope >= 1 || !uid ||
 			    (uid_t)strtoul(uid, NULL, 10) != geteuid())) {
 		not_instrumentable(pp, "ptrace not allowed: needs CAP_SYS_PTRACE%s",
-				   scope == 2 ? " (kernel.yama.ptrace_scope=2)" : "");
+				   scope == 2 ? " (kernel.yama.ptrace_scope=2)" :
+				   scope == 1 ? " (kernel.yama.ptrace_scope=1)" : "");
 		return;
 	}
 	if (tracer && atoi(tracer) != 0)
