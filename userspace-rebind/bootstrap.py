@@ -14,7 +14,8 @@ import locks, so it keeps a strict discipline:
   an application object, so no __getattr__, property, descriptor or
   metaclass hook can run;
 - it imports nothing the process has not loaded, except side-effect-free
-  stdlib modules it needs (json, opcode, gc, os.path), and those lazily;
+  stdlib modules it needs (json, opcode, gc, os.path; for hooking also dis
+  and _weakref), and those lazily;
 - it never imports a target: a module that is not in sys.modules is
   FILE_NOT_FOUND.
 
@@ -991,6 +992,7 @@ def _code_entries(codes, parents, roles, lines):
             "role": roles.get(id(code), "target"),
             "parent_code_id": id(parent) if parent is not None else None,
             "functions": functions[id(code)],
+            "_code": code,      # for hook; _resolve strips private keys
         })
     return entries
 
@@ -1046,6 +1048,21 @@ def _parse_target(target):
 
 
 def _resolve(command):
+    return _public(_resolve_objects(command))
+
+
+def _public(reply):
+    """A resolve reply without the private keys that carry objects."""
+    reply = dict((k, v) for k, v in reply.items() if k[:1] != "_")
+    if "codes" in reply:
+        reply["codes"] = [dict((k, v) for k, v in entry.items()
+                               if k[:1] != "_") for entry in reply["codes"]]
+    return reply
+
+
+def _resolve_objects(command):
+    """The resolve reply, its code entries carrying "_code" (the object) and
+    the reply "_parents" (id(code) -> enclosing code, whole families)."""
     target = command.get("target")
     form, where, qualname, line = _parse_target(target)
     follow_wrapped = command.get("follow_wrapped") is True
@@ -1127,6 +1144,9 @@ def _resolve_qualname(target, module_name, qualname, line, follow_wrapped):
                 if id(child) not in parents and child is not code:
                     parents[id(child)] = family_parents.get(id(child))
                 line_codes.append(child)
+            # The rest of the family, for hooking's enclosing-code chain.
+            for key, parent in family_parents.items():
+                parents.setdefault(key, parent)
         if not line_codes:
             if first.wrapped_available and not follow_wrapped:
                 failure.message += ("; it wraps a Python function "
@@ -1141,6 +1161,7 @@ def _resolve_qualname(target, module_name, qualname, line, follow_wrapped):
         reply["line_code_id"] = id(line_codes[0])
     all_codes = _unique(list(codes) + line_codes)
     reply["codes"] = _code_entries(all_codes, parents, roles, lines)
+    reply["_parents"] = parents
     return reply
 
 
@@ -1337,6 +1358,7 @@ def _resolve_file(target, path, line):
         "line_code_ids": [id(c) for c in chosen],
         "hookable": True,
         "codes": _code_entries(chosen, found.parents, roles, lines),
+        "_parents": found.parents,
     }
     if _runs_once(owner, found.parents):
         # Only a module body that is still running has live module code: a
@@ -1443,6 +1465,1192 @@ def _enclosing_def(filename, line):
     return None
 
 
+# -- hooking --
+#
+# A probe hooks code objects, never names. HOOKS[probe_id] is a _Probe; its
+# points are (slot, event, line) per original code object. Two mechanisms:
+#
+# 3.11 (_Bytecode): a copy of the original code with calls to the native
+#   _hook(slot, event, line[, value]) inserted, generated from the ORIGINAL
+#   with the union of every probe's points whenever that set changes, and
+#   swapped into every function holding the code in place (__code__
+#   assignment, compare-and-swap). A nested code is also replaced in its
+#   enclosing code's co_consts, recursively, so functions created later
+#   carry the hook. Frames already running keep the code they started with.
+# 3.12+ (_Monitoring): sys.monitoring local events (PY_START, PY_RETURN,
+#   LINE) on exactly the probed code objects, global PY_UNWIND while some
+#   probe wants exceptions; native callbacks look the code up in a C table.
+
+_EVENTS = {"entry": 1, "return": 2, "exception": 3, "line": 4}
+_EV_ENTRY, _EV_RETURN, _EV_EXCEPTION, _EV_LINE = 1, 2, 3, 4
+_EVENT_NAMES = dict((v, k) for k, v in _EVENTS.items())
+_FUNCTION_EVENTS = ("entry", "return", "exception")
+
+
+def _native_module():
+    if getattr(_native, "_hook", None) is None:
+        raise _Fail("RUNTIME_ERROR", "hooking needs the native helper "
+                    "(_pydi_helper); this bootstrap runs without it")
+    return _native
+
+
+def _skip_exception_types():
+    """Exceptions whose passage is no exception event: GeneratorExit (a
+    generator closed) and asyncio's CancelledError (a task cancelled), if
+    asyncio is loaded."""
+    types = [GeneratorExit]
+    exceptions = sys.modules.get("asyncio.exceptions")
+    if exceptions is not None:
+        cancelled = _raw_get(_instance_dict(exceptions), "CancelledError")
+        if _is_class(cancelled) and issubclass(cancelled, BaseException):
+            types.append(cancelled)
+    return tuple(types)
+
+
+_FRAME_OWNER_TYPES = None
+
+
+def _frame_owner_types():
+    """{type: (code getter, frame getter, running getter)} of generators,
+    coroutines and async generators."""
+    global _FRAME_OWNER_TYPES
+    if _FRAME_OWNER_TYPES is None:
+        def gen():
+            yield
+
+        async def coro():
+            pass
+
+        async def agen():
+            yield
+        owners = {}
+        for sample, prefix in ((gen(), "gi"), (coro(), "cr"), (agen(), "ag")):
+            t = type(sample)
+            owners[t] = tuple(t.__dict__[prefix + suffix].__get__
+                              for suffix in ("_code", "_frame", "_running"))
+            if prefix == "cr":
+                sample.close()
+        _FRAME_OWNER_TYPES = owners
+    return _FRAME_OWNER_TYPES
+
+
+def _frames_on(codes, referrers):
+    """id(code) -> [executing frames, suspended generators/coroutines] of
+    the given codes: thread stacks and the gc referrers of the codes."""
+    wanted = dict((id(c), c) for c in codes)
+    counts = dict((id(c), [0, 0]) for c in codes)
+    frame_code = type(sys._getframe()).__dict__["f_code"].__get__
+    for frame in sys._current_frames().values():
+        while frame is not None:
+            code = frame_code(frame)
+            if wanted.get(id(code)) is code:
+                counts[id(code)][0] += 1
+            frame = frame.f_back
+    owners = _frame_owner_types()
+    for ref in referrers:
+        getters = owners.get(type(ref))
+        if getters is None:
+            continue
+        code = getters[0](ref)
+        if (wanted.get(id(code)) is code and getters[1](ref) is not None
+                and not getters[2](ref)):
+            counts[id(code)][1] += 1
+    return counts
+
+
+def _running_warning(qualname, executing, suspended):
+    parts = []
+    if executing:
+        parts.append(f"{executing} executing on a thread's stack")
+    if suspended:
+        parts.append(f"{suspended} suspended generator/coroutine frame(s)")
+    return (f"{qualname}: {' and '.join(parts)} started before the hook and "
+            f"keep running the code they started with: they do not fire "
+            f"this probe until they return (or finish) and are called again")
+
+
+# -- 3.11: the bytecode rewriter --
+
+class _Ops311:
+    """3.11's opcodes and tables, looked up once."""
+
+    def __init__(self):
+        opcode = _stdlib("opcode")
+        m = opcode.opmap
+        self.caches = opcode._inline_cache_entries
+        self.hasjrel = frozenset(opcode.hasjrel)
+        self.backward = frozenset(op for name, op in m.items()
+                                  if "BACKWARD" in name)
+        for name in ("EXTENDED_ARG", "RESUME", "RETURN_VALUE", "SEND",
+                     "PUSH_NULL", "LOAD_CONST", "COPY", "PRECALL", "CALL",
+                     "POP_TOP", "RERAISE", "JUMP_FORWARD"):
+            setattr(self, name, m[name])
+        # After these, execution never falls through to the next one.
+        self.no_fallthrough = frozenset(m[n] for n in (
+            "JUMP_FORWARD", "JUMP_BACKWARD", "JUMP_BACKWARD_NO_INTERRUPT",
+            "RETURN_VALUE", "RERAISE", "RAISE_VARARGS"))
+        # Nothing may run between these and the next instruction: KW_NAMES
+        # and PRECALL hand state to the call in a C local, and the
+        # instruction after YIELD_VALUE must be its RESUME (the resumption
+        # point; _PyGen_yf reads it).
+        self.glued = frozenset(m[n] for n in ("KW_NAMES", "PRECALL",
+                                              "YIELD_VALUE"))
+        if any(self.caches[op] for op in self.hasjrel):
+            raise _Fail("RUNTIME_ERROR", "unexpected 3.11 opcode tables: a "
+                        "jump with inline caches")
+
+
+_OPS311 = None
+
+
+def _ops311():
+    global _OPS311
+    if _OPS311 is None:
+        _OPS311 = _Ops311()
+    return _OPS311
+
+
+class _Ins:
+    """A logical instruction: EXTENDED_ARG prefixes, op, caches."""
+    __slots__ = ("start", "at", "op", "arg", "target")
+
+    def __init__(self, start, at, op, arg, target):
+        self.start = start      # byte offset of the first prefix
+        self.at = at            # byte offset of the opcode itself
+        self.op = op
+        self.arg = arg          # with the prefixes' bits
+        self.target = target    # byte offset a relative jump lands on
+
+
+def _decode311(raw, ops):
+    out = []
+    offset = start = extended = 0
+    while offset < len(raw):
+        op, arg = raw[offset], raw[offset + 1]
+        if op == ops.EXTENDED_ARG:
+            extended = (extended | arg) << 8
+            offset += 2
+            continue
+        arg |= extended
+        extended = 0
+        target = None
+        if op in ops.hasjrel:
+            target = offset + 2 + (-arg if op in ops.backward else arg) * 2
+        out.append(_Ins(start, offset, op, arg, target))
+        offset += 2 + 2 * ops.caches[op]
+        start = offset
+    return out
+
+
+def _ext_units(arg):
+    return 0 if arg < 0x100 else 1 if arg < 0x10000 else (
+        2 if arg < 0x1000000 else 3)
+
+
+def _varint(out, value):
+    """Line table varint: 6-bit chunks, low first, 0x40 = more."""
+    while value >= 64:
+        out.append(0x40 | (value & 63))
+        value >>= 6
+    out.append(value)
+
+
+def _encode_linetable(firstlineno, unit_positions):
+    """co_linetable for one position per code unit (the compiler's
+    encoding: Objects/locations.md)."""
+    out = bytearray()
+    previous = firstlineno
+    index = 0
+    count = len(unit_positions)
+    while index < count:
+        position = unit_positions[index]
+        run = 1
+        while (index + run < count and run < 8
+               and unit_positions[index + run] == position):
+            run += 1
+        index += run
+        line, end_line, column, end_column = position
+        if line is None:
+            out.append(0x80 | (15 << 3) | (run - 1))
+            continue
+        delta = line - previous
+        if column is None or end_column is None:
+            if end_line is None or end_line == line:
+                out.append(0x80 | (13 << 3) | (run - 1))
+                _varint(out, (-delta << 1) | 1 if delta < 0 else delta << 1)
+                previous = line
+                continue
+        elif end_line == line:
+            if (delta == 0 and column < 80 and 0 <= end_column - column < 16):
+                out.append(0x80 | ((column >> 3) << 3) | (run - 1))
+                out.append(((column & 7) << 4) | (end_column - column))
+                continue
+            if 0 <= delta < 3 and column < 128 and end_column < 128:
+                out.append(0x80 | ((10 + delta) << 3) | (run - 1))
+                out.append(column)
+                out.append(end_column)
+                previous = line
+                continue
+        out.append(0x80 | (14 << 3) | (run - 1))
+        _varint(out, (-delta << 1) | 1 if delta < 0 else delta << 1)
+        _varint(out, (end_line if end_line is not None else line) - line)
+        _varint(out, column + 1 if column is not None else 0)
+        _varint(out, end_column + 1 if end_column is not None else 0)
+        previous = line
+    return bytes(out)
+
+
+def _encode_exceptiontable(entries):
+    """co_exceptiontable for [(start, end, target, depth, lasti)] in code
+    units: 6-bit chunks, high first, 0x40 = more, 0x80 marks an entry."""
+    out = bytearray()
+    for start, end, target, depth, lasti in entries:
+        for index, value in enumerate((start, end - start, target,
+                                       (depth << 1) | int(lasti))):
+            chunks = []
+            while True:
+                chunks.append(value & 63)
+                value >>= 6
+                if not value:
+                    break
+            chunks.reverse()
+            for n, chunk in enumerate(chunks):
+                byte = chunk | (0x40 if n < len(chunks) - 1 else 0)
+                if index == 0 and n == 0:
+                    byte |= 0x80
+                out.append(byte)
+    return bytes(out)
+
+
+_NO_POSITION = (None, None, None, None)
+
+
+def _rewrite311(code, points, const_map):
+    """A copy of code with calls to _hook at the points [(slot, event,
+    line)], co_consts[i] replaced by const_map[i]. Returns (code, sites:
+    {(event, line): places hooked}). Verified before it is returned."""
+    ops = _ops311()
+    hook = _native_module()._hook
+    raw = code.co_code
+    positions = list(code.co_positions())
+    ins = _decode311(raw, ops)
+    at_start = dict((x.start, k) for k, x in enumerate(ins))
+    lines_of = [positions[x.at // 2][0] for x in ins]
+    resume = None
+    for k, x in enumerate(ins):
+        if x.op == ops.RESUME and x.arg == 0:
+            resume = k
+            break
+    if resume is None:
+        raise _Fail("RUNTIME_ERROR", f"{code.co_qualname}: no RESUME in its "
+                    f"bytecode; cannot find where it starts")
+
+    consts = list(code.co_consts)
+    for index, replacement in const_map.items():
+        consts[index] = replacement
+
+    def const(value):
+        for index, existing in enumerate(consts):
+            if existing is value or (type(value) is int
+                                     and type(existing) is int
+                                     and existing == value):
+                return index
+        consts.append(value)
+        return len(consts) - 1
+
+    hook_index = const(hook)
+    entry, returns, exceptions = [], [], []
+    line_slots = {}
+    for slot, event, line in sorted(set(points)):
+        if event == _EV_ENTRY:
+            entry.append(slot)
+        elif event == _EV_RETURN:
+            returns.append(slot)
+        elif event == _EV_EXCEPTION:
+            exceptions.append(slot)
+        else:
+            line_slots.setdefault(line, []).append(slot)
+
+    jumps_to = {}
+    for j, x in enumerate(ins):
+        if x.target is not None:
+            if x.target not in at_start:
+                raise _Fail("RUNTIME_ERROR", f"{code.co_qualname}: a jump at "
+                            f"{x.at} lands mid-instruction ({x.target})")
+            jumps_to.setdefault(at_start[x.target], []).append(j)
+    old_table = _stdlib("dis")._parse_exception_table(code)
+    for entry_ in old_table:
+        for offset in (entry_.start, entry_.target):
+            if offset not in at_start:
+                raise _Fail("RUNTIME_ERROR", f"{code.co_qualname}: exception "
+                            f"table offset {offset} is mid-instruction")
+    handlers = set(at_start[e.target] for e in old_table)
+
+    # Line hooks go where 3.11's line tracing fires: on arrival at an
+    # instruction of the line from another line (fall-through or jump), on a
+    # backward jump (but not the SEND loop of an await), at an exception
+    # handler. A fall-through from the same line jumps over the hook.
+    line_sites = {}     # k -> (line, skip fall-through, firing jumps)
+    sites = {}
+    for k in range(resume + 1, len(ins)):
+        x, line = ins[k], lines_of[k]
+        if line not in line_slots or x.op == ops.RESUME:
+            continue
+        previous = ins[k - 1]
+        falls = previous.op not in ops.no_fallthrough
+        fall_fires = falls and (k - 1 == resume or lines_of[k - 1] != line)
+        firing = set(j for j in jumps_to.get(k, ())
+                     if lines_of[j] != line
+                     or (ins[j].op in ops.backward and x.op != ops.SEND))
+        if not (fall_fires or firing or k in handlers):
+            continue
+        if previous.op in ops.glued:
+            continue
+        line_sites[k] = (line, falls and not fall_fires, firing)
+        sites[(_EV_LINE, line)] = sites.get((_EV_LINE, line), 0) + 1
+
+    new = []            # [op, arg, position, jump label or None]
+    labels = {}
+
+    def emit(op, arg, position, label=None):
+        new.append([op, arg, position, label])
+
+    def call(slot, event, line, position, with_value):
+        emit(ops.PUSH_NULL, 0, position)
+        emit(ops.LOAD_CONST, hook_index, position)
+        for value in (slot, event, line):
+            emit(ops.LOAD_CONST, const(value), position)
+        if with_value:
+            # [value, NULL, _hook, slot, event, line]: the value is 6th
+            emit(ops.COPY, 6, position)
+        argc = 4 if with_value else 3
+        emit(ops.PRECALL, argc, position)
+        emit(ops.CALL, argc, position)
+        emit(ops.POP_TOP, 0, position)
+
+    for k, x in enumerate(ins):
+        position = positions[x.at // 2]
+        labels[("top", k)] = len(new)
+        site = line_sites.get(k)
+        if site is not None and site[1]:
+            emit(ops.JUMP_FORWARD, 0, position, ("plain", k))
+        labels[("fire", k)] = len(new)
+        if site is not None:
+            for slot in line_slots[site[0]]:
+                call(slot, _EV_LINE, site[0], position, False)
+        labels[("plain", k)] = len(new)
+        if x.op == ops.RETURN_VALUE and returns:
+            for slot in returns:
+                call(slot, _EV_RETURN, 0, position, True)
+            sites[(_EV_RETURN, 0)] = sites.get((_EV_RETURN, 0), 0) + 1
+        labels[("op", k)] = len(new)
+        if x.target is not None:
+            t = at_start[x.target]
+            fires = t in line_sites and k in line_sites[t][2]
+            emit(x.op, 0, position, ("fire" if fires else "plain", t))
+        else:
+            emit(x.op, x.arg, position)
+        if k == resume:
+            labels["after_resume"] = len(new)
+            # No position: a line event must not fire here.
+            for slot in entry:
+                call(slot, _EV_ENTRY, 0, _NO_POSITION, False)
+            if entry:
+                sites[(_EV_ENTRY, 0)] = 1
+    labels["end"] = len(new)
+    if exceptions:
+        # Entered with [lasti, exc] at depth 0; RERAISE 1 restores lasti so
+        # the frame's line is where the exception came from.
+        labels["handler"] = len(new)
+        for slot in exceptions:
+            call(slot, _EV_EXCEPTION, 0, _NO_POSITION, True)
+        emit(ops.RERAISE, 1, _NO_POSITION)
+        sites[(_EV_EXCEPTION, 0)] = 1
+
+    # Layout: EXTENDED_ARG prefixes of jumps depend on the layout they are
+    # part of; grow them until nothing changes.
+    exts = [_ext_units(n[1]) if n[3] is None else 0 for n in new]
+    while True:
+        offsets = []
+        unit = 0
+        for i, n in enumerate(new):
+            offsets.append(unit)
+            unit += exts[i] + 1 + ops.caches[n[0]]
+        total = unit
+
+        def unit_of(label):
+            i = labels[label]
+            return offsets[i] if i < len(new) else total
+        grown = False
+        for i, n in enumerate(new):
+            if n[3] is None:
+                continue
+            op_unit = offsets[i] + exts[i]
+            target = unit_of(n[3])
+            arg = (op_unit + 1 - target if n[0] in ops.backward
+                   else target - op_unit - 1)
+            if arg < 0:
+                raise _Fail("RUNTIME_ERROR", f"{code.co_qualname}: internal "
+                            f"error: a jump changed direction")
+            n[1] = arg
+            if _ext_units(arg) > exts[i]:
+                exts[i] = _ext_units(arg)
+                grown = True
+        if not grown:
+            break
+
+    out = bytearray()
+    unit_positions = []
+    for i, (op, arg, position, _) in enumerate(new):
+        for shift in range(exts[i], 0, -1):
+            out += bytes((ops.EXTENDED_ARG, (arg >> (8 * shift)) & 0xFF))
+        out += bytes((op, arg & 0xFF))
+        out += b"\0\0" * ops.caches[op]
+        unit_positions += [position] * (exts[i] + 1 + ops.caches[op])
+
+    def top_of(offset):
+        if offset == len(raw):
+            return unit_of("end")
+        return unit_of(("top", at_start[offset]))
+    table = [(top_of(e.start), top_of(e.end),
+              unit_of(("fire", at_start[e.target])), e.depth, e.lasti)
+             for e in old_table]
+    if exceptions:
+        # The catch-all covers what no handler of the code covers: handlers
+        # inside the function keep precedence, and what they re-raise
+        # (uncovered) reaches it.
+        handler = unit_of("handler")
+        low, high = unit_of("after_resume"), unit_of("end")
+        gaps = []
+        cursor = low
+        for start, end, _, _, _ in sorted(table):
+            if start > cursor:
+                gaps.append((cursor, min(start, high)))
+            cursor = max(cursor, end)
+        if cursor < high:
+            gaps.append((cursor, high))
+        table += [(a, b, handler, 0, True) for a, b in gaps if a < b]
+        table.sort()
+
+    stacksize = code.co_stacksize + (6 if len(new) > len(ins) else 0)
+    if exceptions:
+        stacksize = max(stacksize, 8)
+    hooked = code.replace(
+        co_code=bytes(out), co_consts=tuple(consts),
+        co_linetable=_encode_linetable(code.co_firstlineno, unit_positions),
+        co_exceptiontable=_encode_exceptiontable(table),
+        co_stacksize=stacksize)
+    _verify311(code, hooked, ins, new, offsets, exts, labels, unit_positions,
+               table, ops)
+    return hooked, sites
+
+
+def _verify311(code, hooked, ins, new, offsets, exts, labels, unit_positions,
+               table, ops):
+    """Decode what was built and hold it to the plan: every original
+    instruction in order with its argument, every jump landing where it
+    should, positions and exception table as intended. A mismatch is an
+    error reply, never an installed code."""
+    def fail(what):
+        raise _Fail("RUNTIME_ERROR", f"internal error: the hooked bytecode of "
+                    f"{code.co_qualname} failed verification ({what}); "
+                    f"nothing was installed")
+    decoded = _decode311(hooked.co_code, ops)
+    if len(decoded) != len(new):
+        fail("instruction count")
+    for i, (op, arg, _, _) in enumerate(new):
+        d = decoded[i]
+        if d.op != op or d.arg != arg or d.start != 2 * offsets[i]:
+            fail(f"instruction {i}")
+    for k, x in enumerate(ins):
+        d = decoded[labels[("op", k)]]
+        if d.op != x.op or (x.target is None and d.arg != x.arg):
+            fail(f"original instruction at {x.at}")
+        if x.target is not None:
+            label = new[labels[("op", k)]][3]
+            i = labels[label]
+            want = 2 * offsets[i] if i < len(new) else len(hooked.co_code)
+            t = label[1]
+            if d.target != want or label[0] not in ("fire", "plain") or (
+                    ins[t].start != x.target):
+                fail(f"jump at {x.at}")
+    if list(hooked.co_positions()) != unit_positions:
+        fail("positions")
+    parsed = [(e.start // 2, e.end // 2, e.target // 2, e.depth, e.lasti)
+              for e in _stdlib("dis")._parse_exception_table(hooked)]
+    if parsed != [(a, b, c, d, bool(e)) for a, b, c, d, e in table]:
+        fail("exception table")
+
+
+# -- 3.11: code states and the __code__ swap --
+
+_func_code_set = _FunctionType.__dict__["__code__"].__set__
+
+
+class _CodeState:
+    """An original code object (3.11) and what stands in its place."""
+
+    def __init__(self, orig):
+        self.orig = orig
+        self.parent = None          # _CodeState of the enclosing code
+        self.const_index = None     # orig's index in parent.orig.co_consts
+        self.children = []          # _CodeStates nested in orig
+        self.points = {}            # probe_id -> [(slot, event, line)]
+        self.current = orig         # what functions hold now
+        self.recipe = ((), ())      # what current was generated from
+        self.sites = {}             # (event, line) -> places hooked
+        self.held = {}              # id(function) -> weakref, given current
+
+    def depth(self):
+        depth, state = 0, self.parent
+        while state is not None:
+            depth, state = depth + 1, state.parent
+        return depth
+
+    def wanted_recipe(self):
+        points = tuple(sorted(set(p for points in self.points.values()
+                                  for p in points)))
+        consts = tuple(sorted((c.const_index, id(c.current))
+                              for c in self.children
+                              if c.current is not c.orig))
+        return points, consts
+
+
+class _Bytecode:
+    """3.11: hooks by bytecode rewrite and __code__ swap."""
+    name = "bytecode"
+
+    def __init__(self):
+        self.states = {}        # id(orig) -> _CodeState
+        self.generated = {}     # id(installed hooked code) -> _CodeState
+        self.retired = {}       # id(superseded hooked code) -> (ref, orig)
+
+    def canonical(self, code):
+        """The original of a code this backend generated, else code."""
+        state = self.generated.get(id(code))
+        if state is not None and state.current is code:
+            return state.orig
+        retired = self.retired.get(id(code))
+        if retired is not None and retired[0]() is code:
+            return retired[1]
+        return code
+
+    def chain(self, code, parents):
+        """[code, enclosing, ...] as originals, up to (not into) module
+        code: every code whose co_consts must carry the hooked copy."""
+        chain = [self.canonical(code)]
+        seen = set((id(code),))
+        parent = parents.get(id(code))
+        while (parent is not None and id(parent) not in seen
+               and parent.co_name != "<module>"):
+            seen.add(id(parent))
+            chain.append(self.canonical(parent))
+            parent = parents.get(id(parent))
+        return chain
+
+    def link(self, chain):
+        """The state of chain[0], states of its enclosing codes linked."""
+        parent = None
+        for code in reversed(chain):
+            state = self.states.get(id(code))
+            if state is None:
+                state = self.states[id(code)] = _CodeState(code)
+            if parent is not None and state.parent is None:
+                for index, const in enumerate(parent.orig.co_consts):
+                    if const is code:
+                        state.parent = parent
+                        state.const_index = index
+                        parent.children.append(state)
+                        break
+            parent = state
+        return parent
+
+    def prune(self):
+        """Forget states that hold nothing any more."""
+        for state in list(self.states.values()):
+            while (state is not None and not state.points
+                   and not state.children and state.current is state.orig
+                   and self.states.get(id(state.orig)) is state):
+                del self.states[id(state.orig)]
+                parent = state.parent
+                if parent is not None:
+                    parent.children = [c for c in parent.children
+                                       if c is not state]
+                state = parent
+
+    def add(self, probe, targets):
+        touched = []
+        for orig, chain, points in targets:
+            state = self.link(chain)
+            state.points[probe.id] = points
+            touched.append(state)
+        try:
+            changes = self.refresh(touched)
+        except BaseException:
+            for state in touched:
+                state.points.pop(probe.id, None)
+            self.prune()
+            raise
+        return self.report(probe, targets, changes, hooking=True)
+
+    def remove(self, probe):
+        touched = []
+        for orig in probe.codes:
+            state = self.states.get(id(orig))
+            if state is not None:
+                state.points.pop(probe.id, None)
+                touched.append(state)
+        changes = self.refresh(touched)
+        result = self.report(probe, [(c, None, None) for c in probe.codes],
+                             changes, hooking=False)
+        self.prune()
+        return result
+
+    def refresh(self, touched):
+        """Regenerate the touched codes and their enclosing codes whose
+        recipe changed (innermost first), then swap them all in."""
+        order, seen = [], set()
+        for state in touched:
+            while state is not None and id(state) not in seen:
+                seen.add(id(state))
+                order.append(state)
+                state = state.parent
+        order.sort(key=lambda s: -s.depth())
+        plans = []
+        try:
+            for state in order:
+                recipe = state.wanted_recipe()
+                if recipe == state.recipe:
+                    continue
+                if not recipe[0] and not recipe[1]:
+                    new, sites = state.orig, {}
+                else:
+                    const_map = dict((c.const_index, c.current)
+                                     for c in state.children
+                                     if c.current is not c.orig)
+                    new, sites = _rewrite311(state.orig, recipe[0], const_map)
+                plans.append((state, state.current, state.recipe,
+                              state.sites, new))
+                state.current, state.recipe, state.sites = new, recipe, sites
+        except BaseException:
+            for state, old, recipe, sites, _ in reversed(plans):
+                state.current, state.recipe, state.sites = old, recipe, sites
+            raise
+        return self.swap([(p[0], p[1], p[4]) for p in plans])
+
+    def swap(self, plans):
+        """Give every function holding a replaced code (or its original)
+        the new code, compare-and-swap. id(state) -> what happened."""
+        changes = {}
+        if not plans:
+            return changes
+        by_code = {}
+        olds = []
+        weakref = _stdlib("_weakref").ref
+        for key, (ref, _) in list(self.retired.items()):
+            if ref() is None:
+                del self.retired[key]
+        for state, old, new in plans:
+            self.generated.pop(id(old), None)
+            if old is not state.orig:
+                # Frames (or someone's copy) may still run it.
+                self.retired[id(old)] = (weakref(old), state.orig)
+            self.retired.pop(id(new), None)
+            if new is not state.orig:
+                self.generated[id(new)] = state
+            by_code[id(old)] = (state, old, new)
+            olds.append(old)
+            if old is not state.orig:
+                by_code[id(state.orig)] = (state, state.orig, new)
+                olds.append(state.orig)
+            changes[id(state)] = {"state": state, "old": old, "new": new,
+                                  "swapped": 0, "replaced": 0, "failed": []}
+        referrers = _stdlib("gc").get_referrers(*olds)
+        try:
+            for ref in referrers:
+                if type(ref) is not _FunctionType:
+                    continue
+                code = _func_code(ref)
+                entry = by_code.get(id(code))
+                if entry is None or entry[1] is not code or code is entry[2]:
+                    continue
+                state, _, new = entry
+                change = changes[id(state)]
+                try:
+                    _func_code_set(ref, new)
+                except Exception as exc:
+                    change["failed"].append(_exception_text(exc))
+                    continue
+                change["swapped"] += 1
+                if new is state.orig:
+                    state.held.pop(id(ref), None)
+                else:
+                    state.held[id(ref)] = weakref(ref)
+            frames = _frames_on(olds, referrers)
+        finally:
+            del referrers
+        for state, old, new in plans:
+            change = changes[id(state)]
+            counts = frames.get(id(old), [0, 0])
+            if old is not state.orig:
+                more = frames.get(id(state.orig), [0, 0])
+                counts = [counts[0] + more[0], counts[1] + more[1]]
+            change["executing"], change["suspended"] = counts
+            for key, ref in list(state.held.items()):
+                function = ref()
+                if function is None:
+                    del state.held[key]
+                elif _func_code(function) is not new:
+                    # Something else (wrapt, another debugger) replaced
+                    # __code__ since: theirs now; leave it.
+                    change["replaced"] += 1
+                    del state.held[key]
+        return changes
+
+    def report(self, probe, targets, changes, hooking):
+        codes = []
+        for orig, _, _ in targets:
+            state = self.states.get(id(orig))
+            change = changes.get(id(state)) if state is not None else None
+            current = state.current if state is not None else orig
+            entry = _hook_entry(probe, orig, current)
+            entry["functions_swapped" if hooking else "functions_restored"] = (
+                change["swapped"] if change else 0)
+            warnings = []
+            if hooking:
+                executing = change["executing"] if change else 0
+                suspended = change["suspended"] if change else 0
+                entry["running_frames"] = executing + suspended
+                entry["hook_sites"] = sum(state.sites.values()) if state else 0
+                if executing or suspended:
+                    warnings.append(_running_warning(orig.co_qualname,
+                                                     executing, suspended))
+                for event, line in _probe_sites(probe):
+                    if state is not None and not state.sites.get(
+                            (event, line)):
+                        warnings.append(
+                            f"{orig.co_qualname}: no place to hook "
+                            f"{_EVENT_NAMES[event]}"
+                            + (f" at line {line}" if line else "")
+                            + " in its bytecode")
+                if (change and not change["swapped"] and state.parent is None
+                        and not executing and not suspended):
+                    warnings.append(
+                        f"{orig.co_qualname}: no live function holds this "
+                        f"code and no enclosing function was found: the "
+                        f"probe fires only where this code object runs "
+                        f"again")
+                enclosing = [changes[id(s)] for s in _ancestors(state)
+                             if id(s) in changes]
+                if enclosing:
+                    entry["enclosing"] = [{
+                        "qualname": c["state"].orig.co_qualname,
+                        "code_id": id(c["new"]),
+                        "orig_code_id": id(c["state"].orig),
+                        "functions_swapped": c["swapped"]}
+                        for c in enclosing]
+            else:
+                entry["restored"] = current is orig
+            if change:
+                if change["replaced"]:
+                    warnings.append(
+                        f"{orig.co_qualname}: {change['replaced']} "
+                        f"function(s) had __code__ replaced by something else "
+                        f"since pydi hooked them; left as they are (a stale "
+                        f"hook in them stays gated off)")
+                for failure in change["failed"]:
+                    warnings.append(f"{orig.co_qualname}: __code__ swap "
+                                    f"failed: {failure}")
+            entry["warnings"] = warnings
+            codes.append(entry)
+        return {"codes": codes, "changed": _changed_others(probe, changes)}
+
+    def reset(self):
+        """Revert whatever is left (after revert-all): back to originals."""
+        for state in list(self.states.values()):
+            state.points.clear()
+        if self.states:
+            self.refresh(list(self.states.values()))
+        self.prune()
+        self.states.clear()
+        self.generated.clear()
+        self.retired.clear()
+
+    def listing(self, orig):
+        state = self.states.get(id(orig))
+        return state.current if state is not None else orig
+
+
+def _ancestors(state):
+    out = []
+    state = state.parent if state is not None else None
+    while state is not None:
+        out.append(state)
+        state = state.parent
+    return out
+
+
+def _probe_sites(probe):
+    return sorted(set((event, line) for _, event, line in probe.points))
+
+
+def _changed_others(probe, changes):
+    """Other probes whose hooked code object changed (the agent keys BPF by
+    the running code): [{probe_id, orig_code_id, old_code_id, code_id}]."""
+    out = []
+    for change in changes.values():
+        state = change["state"]
+        for other in sorted(state.points):
+            if other != probe.id:
+                out.append({"probe_id": other,
+                            "orig_code_id": id(state.orig),
+                            "old_code_id": id(change["old"]),
+                            "code_id": id(change["new"])})
+    return out
+
+
+def _hook_entry(probe, orig, current):
+    return {
+        "code_id": id(current),
+        "orig_code_id": id(orig),
+        "qualname": orig.co_qualname,
+        "file": orig.co_filename,
+        "first_line": orig.co_firstlineno,
+        "line": probe.line or 0,
+        "events": list(probe.events),
+    }
+
+
+# -- 3.12+: sys.monitoring --
+
+_TOOL_NAME = "pydi"
+_TOOL_IDS = (3, 4)      # 0 debuggers, 1 coverage, 2 profilers, 5 optimizers
+
+
+class _Monitoring:
+    """3.12+: local events on the probed code objects, native callbacks."""
+    name = "sys.monitoring"
+
+    def __init__(self):
+        self.tool = None
+        # id(code) -> [code, {probe_id: points}, local events, LINE lines]
+        self.codes = {}
+
+    def canonical(self, code):
+        return code
+
+    def chain(self, code, parents):
+        return [code]
+
+    def callbacks(self):
+        events = sys.monitoring.events
+        native = _native_module()
+        return ((events.PY_START, native._mon_start),
+                (events.PY_RETURN, native._mon_return),
+                (events.PY_UNWIND, native._mon_unwind),
+                (events.LINE, native._mon_line))
+
+    def ours(self):
+        return (self.tool is not None
+                and sys.monitoring.get_tool(self.tool) == _TOOL_NAME)
+
+    def acquire(self):
+        monitoring = sys.monitoring
+        if self.ours():
+            return
+        self.tool = None
+        for tool in _TOOL_IDS:
+            if monitoring.get_tool(tool) is None:
+                monitoring.use_tool_id(tool, _TOOL_NAME)
+                for event, callback in self.callbacks():
+                    monitoring.register_callback(tool, event, callback)
+                self.tool = tool
+                break
+        else:
+            users = ", ".join(f"{t}: {monitoring.get_tool(t)!r}"
+                              for t in _TOOL_IDS)
+            raise _Fail("RUNTIME_ERROR", f"sys.monitoring tool ids 3 and 4 "
+                        f"are both in use ({users}): pydi cannot hook")
+        # A tool id taken from us (freed by someone else) loses its events.
+        for entry in self.codes.values():
+            entry[2] = 0
+            self.install(entry)
+        self.global_events()
+
+    def release(self):
+        monitoring = sys.monitoring
+        if self.ours():
+            monitoring.set_events(self.tool, 0)
+            for event, _ in self.callbacks():
+                monitoring.register_callback(self.tool, event, None)
+            monitoring.free_tool_id(self.tool)
+        self.tool = None
+        _native_module()._monitor_clear()
+
+    def install(self, entry):
+        events = sys.monitoring.events
+        code, probes = entry[0], entry[1]
+        points = [p for points in probes.values() for p in points]
+        kinds = set(event for _, event, _ in points)
+        lines = frozenset(line for _, event, line in points
+                          if event == _EV_LINE)
+        wanted = ((events.PY_START if _EV_ENTRY in kinds else 0)
+                  | (events.PY_RETURN if _EV_RETURN in kinds else 0)
+                  | (events.LINE if lines else 0))
+        if self.ours():
+            if wanted & events.LINE and not lines <= entry[3]:
+                # Lines answered DISABLE stay off until LINE is set anew.
+                sys.monitoring.set_local_events(self.tool, code,
+                                                wanted & ~events.LINE)
+            sys.monitoring.set_local_events(self.tool, code, wanted)
+        entry[2], entry[3] = wanted, lines
+
+    def global_events(self):
+        if not self.ours():
+            return
+        wants = any(event == _EV_EXCEPTION for entry in self.codes.values()
+                    for points in entry[1].values() for _, event, _ in points)
+        sys.monitoring.set_events(
+            self.tool, sys.monitoring.events.PY_UNWIND if wants else 0)
+
+    def add(self, probe, targets):
+        native = _native_module()
+        self.acquire()
+        added = []
+        try:
+            for orig, _, points in targets:
+                entry = self.codes.get(id(orig))
+                if entry is None:
+                    entry = self.codes[id(orig)] = [orig, {}, 0, frozenset()]
+                entry[1][probe.id] = points
+                added.append(entry)
+                # The table first, then the events that consult it.
+                for slot, event, line in points:
+                    native._monitor_add(orig, slot, event, line)
+                self.install(entry)
+            self.global_events()
+        except BaseException:
+            self.drop(probe, [e[0] for e in added])
+            raise
+        codes = []
+        for orig, _, _ in targets:
+            entry = _hook_entry(probe, orig, orig)
+            entry.update(functions_swapped=0, running_frames=0, warnings=[])
+            codes.append(entry)
+        return {"codes": codes, "changed": []}
+
+    def drop(self, probe, codes):
+        native = _native_module()
+        for code in codes:
+            entry = self.codes.get(id(code))
+            if entry is None:
+                continue
+            points = entry[1].pop(probe.id, [])
+            # The events first, then the table they consult.
+            if entry[1]:
+                self.install(entry)
+            else:
+                if self.ours():
+                    sys.monitoring.set_local_events(self.tool, code, 0)
+                del self.codes[id(code)]
+            for slot, event, line in points:
+                native._monitor_remove(code, slot, event, line)
+        self.global_events()
+        if not self.codes:
+            self.release()
+
+    def remove(self, probe):
+        self.drop(probe, probe.codes)
+        codes = []
+        for orig in probe.codes:
+            entry = _hook_entry(probe, orig, orig)
+            entry.update(functions_restored=0, restored=True, warnings=[])
+            codes.append(entry)
+        return {"codes": codes, "changed": []}
+
+    def reset(self):
+        if self.ours():
+            for entry in self.codes.values():
+                sys.monitoring.set_local_events(self.tool, entry[0], 0)
+        self.codes.clear()
+        if self.tool is not None:
+            self.release()
+
+    def listing(self, orig):
+        return orig
+
+
+_BACKEND = None
+
+
+def _backend():
+    global _BACKEND
+    if _BACKEND is None:
+        if sys.version_info >= (3, 12):
+            _BACKEND = _Monitoring()
+        elif sys.version_info >= (3, 11):
+            _BACKEND = _Bytecode()
+        else:
+            raise _Fail("RUNTIME_ERROR", "hooking needs CPython 3.11 or "
+                        "later")
+    return _BACKEND
+
+
+class _Probe:
+    """One hook command's work; HOOKS[probe_id]."""
+
+    def __init__(self, probe_id, slot, target, events, line):
+        self.id = probe_id
+        self.slot = slot
+        self.target = target
+        self.events = events
+        self.line = line
+        self.codes = []         # original code objects
+        self.points = []        # [(slot, event, line)], the same per code
+
+    def revert(self):
+        """Remove this probe's hooks (and gate it off: a frame still in
+        hooked code calls a disarmed gate)."""
+        try:
+            return _backend().remove(self)
+        finally:
+            _native_module()._gate(self.slot, False)
+
+
+def _publish_hook_count():
+    publish = getattr(_native, "_set_hooks_active", None)
+    if publish is not None:
+        publish(len(HOOKS))
+
+
+def _check_probe_id(command):
+    probe_id = command.get("probe_id")
+    if type(probe_id) is not str or not probe_id:
+        raise _Fail("RUNTIME_ERROR", "bad command: 'probe_id' must be a "
+                    "non-empty string")
+    return probe_id
+
+
+def _hook_command(command):
+    native = _native_module()
+    probe_id = _check_probe_id(command)
+    slot = command.get("slot")
+    if type(slot) is not int or not 0 <= slot < native.MAX_GATES:
+        raise _Fail("RUNTIME_ERROR", f"bad command: 'slot' must be an integer "
+                    f"0..{native.MAX_GATES - 1}")
+    for other in HOOKS.values():
+        if (type(other) is _Probe and other.id != probe_id
+                and other.slot == slot):
+            raise _Fail("RUNTIME_ERROR", f"slot {slot} is in use by probe "
+                        f"{other.id!r}")
+    _, _, _, line = _parse_target(command.get("target"))
+    events = command.get("events")
+    if events is None:
+        events = ["line"] if line is not None else list(_FUNCTION_EVENTS)
+    if (type(events) is not list or not events
+            or any(type(e) is not str or e not in _EVENTS for e in events)):
+        raise _Fail("RUNTIME_ERROR", "bad command: 'events' must be a "
+                    "non-empty list of entry, return, exception, line")
+    events = sorted(set(events), key=lambda e: _EVENTS[e])
+    if line is not None and events != ["line"]:
+        raise _Fail("RUNTIME_ERROR", "bad command: a target with a line takes "
+                    "events [\"line\"]")
+    if line is None and "line" in events:
+        raise _Fail("RUNTIME_ERROR", "bad command: a line event needs a "
+                    "target with a line (module:qualname@LINE or "
+                    "file.py:LINE)")
+    backend = _backend()
+    native._monitor_config(
+        sys.monitoring.DISABLE if sys.version_info >= (3, 12) else None,
+        _skip_exception_types())
+    resolved = _resolve_objects(command)
+    if not resolved.get("hookable"):
+        # A builtin, a class without Python code, a callable instance
+        # without a Python __call__: the resolver says which.
+        raise _Fail("METHOD_NOT_FOUND", resolved.get("message")
+                    or f"{resolved.get('target')} has no Python code to hook")
+    parents = resolved.get("_parents") or {}
+    line_ids = set(resolved.get("line_code_ids") or ())
+    targets, seen = [], set()
+    points = [(slot, _EVENTS[e], line or 0) for e in events]
+    for entry in resolved["codes"]:
+        code = entry["_code"]
+        if (id(code) not in line_ids if line is not None
+                else entry["role"] != "target"):
+            continue
+        chain = backend.chain(code, parents)
+        if id(chain[0]) in seen:
+            continue
+        seen.add(id(chain[0]))
+        targets.append((chain[0], chain, points))
+    if not targets:
+        raise _Fail("METHOD_NOT_FOUND", f"{resolved.get('target')}: no code "
+                    f"object to hook")
+    line_code_ids = [id(backend.canonical(e["_code"]))
+                     for e in resolved["codes"] if id(e["_code"]) in line_ids]
+    replaced = HOOKS.pop(probe_id, None)
+    if replaced is not None:
+        try:
+            _backend().remove(replaced)
+        finally:
+            if replaced.slot != slot:
+                native._gate(replaced.slot, False)
+            _publish_hook_count()
+    probe = _Probe(probe_id, slot, resolved.get("target"), events, line)
+    probe.codes = [t[0] for t in targets]
+    probe.points = points
+    result = backend.add(probe, targets)
+    HOOKS[probe_id] = probe
+    _publish_hook_count()
+    reply = _public(resolved)
+    reply.pop("codes", None)
+    if line_code_ids:
+        # Originals: the ids a resolve gives once nothing is hooked.
+        reply["line_code_ids"] = line_code_ids
+        reply["line_code_id"] = line_code_ids[0]
+    reply.update(probe_id=probe_id, slot=slot, events=events,
+                 mechanism=backend.name, replaced=replaced is not None,
+                 codes=result["codes"], changed=result["changed"])
+    return reply
+
+
+def _unhook_command(command):
+    probe_id = _check_probe_id(command)
+    probe = HOOKS.get(probe_id)
+    if type(probe) is not _Probe:
+        return {"ok": True, "probe_id": probe_id, "unhooked": False,
+                "message": f"no hook with probe_id {probe_id!r}"}
+    del HOOKS[probe_id]
+    try:
+        result = probe.revert()
+    finally:
+        _publish_hook_count()
+    reply = {"ok": True, "probe_id": probe_id, "unhooked": True,
+             "slot": probe.slot}
+    reply.update(result)
+    return reply
+
+
+def _hooks_command(command):
+    backend = _backend() if sys.version_info >= (3, 11) else None
+    hooks = []
+    for key, probe in HOOKS.items():
+        if type(probe) is not _Probe:
+            hooks.append({"key": key})
+            continue
+        hooks.append({
+            "probe_id": probe.id, "slot": probe.slot, "target": probe.target,
+            "events": list(probe.events), "line": probe.line or 0,
+            "codes": [_hook_entry(probe, orig, backend.listing(orig))
+                      for orig in probe.codes],
+        })
+    reply = {"ok": True, "hooks": hooks, "count": len(hooks),
+             "mechanism": backend.name if backend else None}
+    if type(backend) is _Monitoring:
+        reply["tool_id"] = backend.tool
+    return reply
+
+
 # -- commands --
 
 def _hello(command):
@@ -1467,6 +2675,13 @@ def _revert_all(command):
         except Exception as exc:
             errors.append(f"{key}: {_exception_text(exc)}")
     HOOKS.clear()
+    _publish_hook_count()
+    if _BACKEND is not None:
+        # Whatever a failed revert left behind goes back to the originals.
+        try:
+            _BACKEND.reset()
+        except Exception as exc:
+            errors.append(f"reset: {_exception_text(exc)}")
     reply = {"ok": True, "reverted": reverted}
     if errors:
         reply["errors"] = errors
@@ -1477,6 +2692,9 @@ _COMMANDS = {
     "hello": _hello,
     "resolve": _resolve,
     "revert-all": _revert_all,
+    "hook": _hook_command,
+    "unhook": _unhook_command,
+    "hooks": _hooks_command,
 }
 
 

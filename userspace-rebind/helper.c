@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "helper.h"
+#include "hook.h"
 
 /* Exported: the agent finds it by symbol in the mapped helper. */
 __attribute__((visibility("default"), used))
@@ -33,8 +34,13 @@ static PyObject *boot_module;	/* _pydi_boot, never in sys.modules */
  * replaces exactly that with a call, instead of trapping and single-stepping a
  * compiler-chosen prologue instruction (~10 us per hit).
  *
- * void pydi_hook_event(void *tstate, void *code, int line, int event,
- *                      void *value);
+ * void pydi_hook_event(void *tstate, uint64_t slot, int64_t line,
+ *                      int64_t event, void *value);
+ *
+ * tstate's current frame is the probed frame (BPF reads the code from it);
+ * slot is the probe's gate, event an enum pydi_hook_event, value the return
+ * value or the exception (NULL otherwise). Only hook.c calls it, after the
+ * slot's gate let the call through.
  */
 __asm__(".text\n"
 	".globl pydi_hook_event\n"
@@ -230,6 +236,9 @@ PyInit__pydi_helper(void)
 	if (mod != NULL) {
 		PyModule_AddStringConstant(mod, "__version__",
 					   PYDI_HELPER_VERSION);
+		if (hook_module_init(mod) < 0) {
+			Py_CLEAR(mod);
+		}
 	}
 	return mod;
 }
