@@ -129,13 +129,8 @@ static int do_show(int argc, char **argv)
 		p_err("usage: %s code show -p PID { ADDR... | - }", bin_name);
 		return EXIT_USAGE;
 	}
-	if (pyproc_open(pid, &pp, err, sizeof(err))) {
+	if (pyproc_open_with_offsets(pid, &pp, err, sizeof(err))) {
 		p_err("%s", err);
-		pyproc_close(&pp);
-		return EXIT_CANNOT_ATTACH;
-	}
-	if (pp.offsets_source == PY_OFFSETS_NONE) {
-		p_err("pid %d: %s", pid, pp.reason);
 		pyproc_close(&pp);
 		return EXIT_CANNOT_ATTACH;
 	}

@@ -136,13 +136,8 @@ static int do_offsets(int argc, char **argv)
 		p_err("usage: %s proc offsets PID", bin_name);
 		return EXIT_USAGE;
 	}
-	if (pyproc_open(pid, &pp, err, sizeof(err))) {
+	if (pyproc_open_with_offsets(pid, &pp, err, sizeof(err))) {
 		p_err("%s", err);
-		pyproc_close(&pp);
-		return EXIT_CANNOT_ATTACH;
-	}
-	if (pp.offsets_source == PY_OFFSETS_NONE) {
-		p_err("pid %d: no struct offsets: %s", pid, pp.reason);
 		pyproc_close(&pp);
 		return EXIT_CANNOT_ATTACH;
 	}

@@ -49,7 +49,6 @@ int pyobj_read_str(const struct mem_reader *mr, const struct py_offsets *off,
 	unsigned int kind;
 	uint8_t *raw = NULL;
 	char *utf8;
-	size_t o = 0;
 	int err;
 
 	if ((err = mem_read_u64(mr, addr + off->unicode_length, &length)) ||
@@ -62,41 +61,48 @@ int pyobj_read_str(const struct mem_reader *mr, const struct py_offsets *off,
 		return -E2BIG;
 	data_addr = addr + (UNICODE_ASCII(state) ? off->unicode_ascii_size :
 				off->unicode_compact_size);
-	utf8 = malloc(length * 4 + 1);
-	if (!utf8)
-		return -ENOMEM;
 	if (length) {
 		raw = malloc(length * kind);
-		if (!raw) {
-			free(utf8);
+		if (!raw)
 			return -ENOMEM;
-		}
 		err = mem_read(mr, data_addr, raw, length * kind);
 		if (err) {
 			free(raw);
-			free(utf8);
 			return err;
 		}
 	}
-	for (size_t i = 0; i < length; i++) {
+	utf8 = ucs_to_utf8(raw, length, kind);
+	free(raw);
+	if (!utf8)
+		return -ENOMEM;
+	*out = utf8;
+	return 0;
+}
+
+char *ucs_to_utf8(const uint8_t *data, size_t n, unsigned int kind)
+{
+	char *out = malloc(n * 4 + 1);
+	size_t o = 0;
+
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
 		uint32_t cp;
 
 		if (kind == 1) {
-			cp = raw[i];
+			cp = data[i];
 		} else if (kind == 2) {
 			uint16_t u;
 
-			memcpy(&u, raw + i * 2, 2);
+			memcpy(&u, data + i * 2, 2);
 			cp = u;
 		} else {
-			memcpy(&cp, raw + i * 4, 4);
+			memcpy(&cp, data + i * 4, 4);
 		}
-		o += utf8_encode(cp, utf8 + o);
+		o += utf8_encode(cp, out + o);
 	}
-	utf8[o] = '\0';
-	free(raw);
-	*out = utf8;
-	return 0;
+	out[o] = '\0';
+	return out;
 }
 
 int pyobj_read_bytes(const struct mem_reader *mr, const struct py_offsets *off,

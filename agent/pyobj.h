@@ -33,6 +33,10 @@ int pyobj_read_tuple(const struct mem_reader *mr, const struct py_offsets *off,
 int pyobj_type_name(const struct mem_reader *mr, const struct py_offsets *off,
 		    uint64_t addr, char *buf, size_t len);
 
+/* UTF-8 of n code points of PEP 393 data of the given kind (1, 2 or 4
+ * bytes per character); malloc'd and NUL-terminated, or NULL. */
+char *ucs_to_utf8(const uint8_t *data, size_t n, unsigned int kind);
+
 /* Append code point cp to buf as UTF-8; returns bytes written (1-4). */
 size_t utf8_encode(uint32_t cp, char *buf);
 

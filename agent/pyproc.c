@@ -424,6 +424,18 @@ out:
 	return ret;
 }
 
+int pyproc_open_with_offsets(pid_t pid, struct pyproc *pp, char *err,
+			     size_t err_len)
+{
+	int ret = pyproc_open(pid, pp, err, err_len);
+
+	if (!ret && pp->offsets_source == PY_OFFSETS_NONE) {
+		set_err(err, err_len, "pid %d: no struct offsets: %s", pid, pp->reason);
+		ret = -ENOTSUP;
+	}
+	return ret;
+}
+
 void pyproc_close(struct pyproc *pp)
 {
 	proc_mem_close(&pp->mem);

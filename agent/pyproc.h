@@ -59,6 +59,11 @@ struct pyproc {
 int pyproc_open(pid_t pid, struct pyproc *pp, char *err, size_t err_len);
 void pyproc_close(struct pyproc *pp);
 
+/* pyproc_open, then insist on struct offsets (reading objects needs them):
+ * -ENOTSUP with the reason in err if there are none. */
+int pyproc_open_with_offsets(pid_t pid, struct pyproc *pp, char *err,
+			     size_t err_len);
+
 /* Human name of an offsets source: "table", "debug_offsets", "none". */
 const char *py_offsets_source_name(enum py_offsets_source src);
 
