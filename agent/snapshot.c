@@ -482,15 +482,17 @@ static json_t *decode_throwable(struct decode *d, uint64_t exc, json_t *stack)
 	const char *tname = i >= 0 ? type_name(d->t, o->obj[i]->type) : "BaseException";
 	char *message = NULL;
 
-	/* The message is args[0] when it is a str, as str(exc) shows it. */
-	if (i >= 0) {
-		uint64_t args;
-
-		if (!mem_read_u64(&d->t->pp->reader, exc + d->t->pp->offsets.exc_args, &args) &&
-		    (ai = find_object(o, args)) >= 0 && o->obj[ai]->kind == PYOBJ_TUPLE &&
-		    o->obj[ai]->len >= 16)
-			message = key_text((struct decode *)d, word(o->payload[ai], 1));
-	}
+	/*
+	 * The message is args[0] when it is a str, as str(exc) shows it. The
+	 * exception is usually gone (caught, freed, reused) by the time we
+	 * decode, so args comes from the capture, not from target memory: BPF
+	 * queues the exception first and its args tuple second, at depth 1,
+	 * before anything else at that depth.
+	 */
+	ai = 1;
+	if (i == 0 && o->count > 1 && o->obj[ai]->kind == PYOBJ_TUPLE &&
+	    o->obj[ai]->depth == 1 && o->obj[ai]->len >= 16)
+		message = key_text((struct decode *)d, word(o->payload[ai], 1));
 	json_t *t = json_pack("{s:s,s:s,s:o}", "type", tname, "message",
 			      message ? message : "", "stacktrace", stack);
 

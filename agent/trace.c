@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -330,11 +329,18 @@ static int pick_slot(struct trace *tr)
 
 /* --- capture pairing ----------------------------------------------------- */
 
+/* --count N prints exactly N: one ring-buffer poll may bring more. */
+static bool count_reached(const struct trace *tr)
+{
+	return env.count && tr->snapshots >= env.count;
+}
+
 static void flush_pending(struct trace *tr, size_t i, const struct pyprobe_capture *ret,
 			  size_t ret_size)
 {
-	json_t *snap = snapshot_build(&tr->target, &tr->probe, tr->pending[i].cap,
-				      tr->pending[i].size, ret, ret_size);
+	json_t *snap = count_reached(tr) ? NULL :
+		snapshot_build(&tr->target, &tr->probe, tr->pending[i].cap,
+			       tr->pending[i].size, ret, ret_size);
 
 	free(tr->pending[i].cap);
 	tr->pending[i].cap = NULL;
@@ -360,7 +366,7 @@ static int on_capture(void *ctx, const struct pyprobe_capture *cap, size_t size)
 	struct trace *tr = ctx;
 	struct pyprobe_stats st;
 
-	if (cap->slot != tr->slot || cap->tgid != (uint32_t)env.pid)
+	if (cap->slot != tr->slot || cap->tgid != (uint32_t)env.pid || count_reached(tr))
 		return 0;
 	if (!tr->active) {
 		tr->active = true;
@@ -476,6 +482,14 @@ static bool is_line_target(const char *target)
 	return strchr(target, '@') || (colon && strstr(target, ".py:"));
 }
 
+/* ceil() without libm (a Debug build does not inline it). */
+static uint64_t rate_ceil(double rate)
+{
+	uint64_t whole = (uint64_t)rate;
+
+	return (double)whole < rate ? whole + 1 : whole;
+}
+
 static void fill_config(struct trace *tr, const struct pycode_info *ci, bool line_probe)
 {
 	struct pyprobe_config *c = &tr->cfg;
@@ -495,7 +509,7 @@ static void fill_config(struct trace *tr, const struct pycode_info *ci, bool lin
 		c->rate_interval_ns = (uint64_t)(1e9 / env.rate);
 		/* A second's worth of burst, as a token bucket of size rate. */
 		c->rate_burst_ns = env.rate >= 1 ?
-			(uint64_t)((ceil(env.rate) - 1) * (double)c->rate_interval_ns) : 0;
+			(rate_ceil(env.rate) - 1) * c->rate_interval_ns : 0;
 	}
 	c->max_string = env.limits.max_string;
 	c->max_width = env.limits.max_width;
@@ -804,7 +818,7 @@ static int poll_loop(struct trace *tr, uint64_t start, bool renew_lease)
 			}
 		}
 		evict_stale(tr, false);
-		if (env.count && tr->snapshots >= env.count)
+		if (count_reached(tr))
 			break;
 		if (!tr->disabled && tr->cfg.max_hits &&
 		    probe_engine_stats(tr->engine, tr->slot, &st) == 0 &&
