@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -132,8 +133,69 @@ static uint64_t now_ms(void)
 
 #define STATE_FIELD(hc, f) ((hc)->state_addr + offsetof(struct pydi_helper_state, f))
 
+/*
+ * One pydi process at a time per target and per role: the command channel
+ * has a single slot (two clients would pick the same sequence number, one
+ * overwriting the other's command and waiting for a reply that never comes),
+ * and two injectors would race for the same threads. An OFD lock on one byte
+ * of a host-wide file, at 2*pid + role, serializes them; the kernel drops it
+ * when its holder exits, so nothing goes stale.
+ */
+int helper_lock(pid_t pid, enum helper_lock_role role, int timeout_ms,
+		int *lock_fd)
+{
+	struct flock fl = {
+		.l_type = F_WRLCK,
+		.l_whence = SEEK_SET,
+		.l_start = (off_t)pid * 2 + role,
+		.l_len = 1,
+	};
+	uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+	int fd;
+
+	*lock_fd = -1;
+	fd = open(PYDI_LOCK_FILE, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return 0;	/* no place for the lock (read-only /run): go unlocked */
+	while (fcntl(fd, F_OFD_SETLK, &fl)) {
+		if ((errno != EAGAIN && errno != EACCES) || now_ms() >= deadline) {
+			int err = errno == EAGAIN || errno == EACCES ? -EBUSY : -errno;
+
+			close(fd);
+			return err;
+		}
+		usleep(1000);
+	}
+	*lock_fd = fd;
+	return 0;
+}
+
+void helper_unlock(int lock_fd)
+{
+	if (lock_fd >= 0)
+		close(lock_fd);	/* closing the description releases the lock */
+}
+
+static int command_locked(struct helper_client *hc, const char *json,
+			  char **reply, int timeout_ms);
+
 int helper_command(struct helper_client *hc, const char *json, char **reply,
 		   int timeout_ms)
+{
+	uint64_t start = now_ms();
+	int lock_fd, err;
+
+	err = helper_lock(hc->pid, HELPER_LOCK_COMMAND, timeout_ms, &lock_fd);
+	if (err)
+		return err;
+	timeout_ms -= (int)(now_ms() - start);
+	err = command_locked(hc, json, reply, timeout_ms > 0 ? timeout_ms : 0);
+	helper_unlock(lock_fd);
+	return err;
+}
+
+static int command_locked(struct helper_client *hc, const char *json,
+			  char **reply, int timeout_ms)
 {
 	size_t len = strlen(json);
 	uint64_t seq, one = 1, deadline;

@@ -30,8 +30,18 @@ struct helper_client {
 int helper_find(pid_t pid, struct helper_client *hc);
 int helper_read_state(struct helper_client *hc);
 
-/* Run one command; *reply is malloc'd JSON. -ETIMEDOUT if the helper did
- * not answer in time (it may be waiting for the GIL). */
+/* Serialize pydi processes on one target: one injector, one command at a
+ * time. *lock_fd is -1 (unlocked) when the lock file cannot be created;
+ * -EBUSY when another holder kept it past timeout_ms. */
+#define PYDI_LOCK_FILE "/run/pydi.lock"
+enum helper_lock_role { HELPER_LOCK_INJECT = 0, HELPER_LOCK_COMMAND = 1 };
+int helper_lock(pid_t pid, enum helper_lock_role role, int timeout_ms,
+		int *lock_fd);
+void helper_unlock(int lock_fd);
+
+/* Run one command (under the command lock); *reply is malloc'd JSON.
+ * -ETIMEDOUT if the helper did not answer in time (it may be waiting for
+ * the GIL), -EBUSY if another pydi kept the channel that long. */
 int helper_command(struct helper_client *hc, const char *json, char **reply,
 		   int timeout_ms);
 

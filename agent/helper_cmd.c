@@ -63,6 +63,9 @@ static int connect_helper(int pid, struct pyproc *pp, struct helper_client *hc,
 	char err[512];
 	int ret;
 
+	/* The callers close hc whatever happens, also when pyproc_open fails. */
+	memset(hc, 0, sizeof(*hc));
+	hc->pidfd = hc->wake_fd = hc->done_fd = -1;
 	ret = pyproc_open(pid, pp, err, sizeof(err));
 	if (!ret)
 		ret = inject_helper(pp, hc, res, err, sizeof(err));

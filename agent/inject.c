@@ -26,6 +26,9 @@ extern const size_t pydi_helper_blob_len;
 #define CALL_TIMEOUT_MS		10000	/* PyGILState_Ensure waits for the GIL */
 #define READY_TIMEOUT_MS	5000	/* pending call: until the eval loop runs it */
 #define EVAL_LOOP_TRIES		500	/* stops to find the thread in the eval loop */
+#define INJECT_LOCK_TIMEOUT_MS	30000	/* another pydi injecting the same target */
+#define BORROW_PASSES		10	/* looks for a parked thread ... */
+#define BORROW_RETRY_US		1000	/* ... this far apart */
 #define BOOT_ERROR_MAX		400	/* bytes of the bootstrap's error we report */
 
 /* Blocking syscalls a thread sits in with its thread state detached and no
@@ -521,8 +524,33 @@ static int try_borrow(struct pyproc *pp, const struct py_thread *th,
 	return 0;
 }
 
+static int inject_locked(struct pyproc *pp, struct helper_client *hc,
+			 struct inject_result *res, char *err, size_t err_len);
+
+/* One injector per target: a second pydi waits, then finds the helper in. */
 int inject_helper(struct pyproc *pp, struct helper_client *hc,
 		  struct inject_result *res, char *err, size_t err_len)
+{
+	int lock_fd, ret;
+
+	memset(res, 0, sizeof(*res));
+	memset(hc, 0, sizeof(*hc));
+	hc->pidfd = hc->wake_fd = hc->done_fd = -1;
+	ret = helper_lock(pp->pid, HELPER_LOCK_INJECT, INJECT_LOCK_TIMEOUT_MS,
+			  &lock_fd);
+	if (ret) {
+		set_err(err, err_len, "pid %d: another pydi kept injecting into it for %d ms%s%s",
+			pp->pid, INJECT_LOCK_TIMEOUT_MS, ret == -EBUSY ? "" : ": ",
+			ret == -EBUSY ? "" : strerror(-ret));
+		return ret;
+	}
+	ret = inject_locked(pp, hc, res, err, err_len);
+	helper_unlock(lock_fd);
+	return ret;
+}
+
+static int inject_locked(struct pyproc *pp, struct helper_client *hc,
+			 struct inject_result *res, char *err, size_t err_len)
 {
 	struct py_thread threads[256];
 	struct target_syms syms;
@@ -569,15 +597,21 @@ int inject_helper(struct pyproc *pp, struct helper_client *hc,
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
-	for (size_t i = 0; i < n; i++) {
-		if (try_borrow(pp, &threads[order[i]], t))
-			continue;
-		res->path = INJECT_GIL_FREE;
-		res->tid = t->tid;
-		res->syscall_nr = (long)t->saved_regs.orig_rax;
-		ret = inject_on_parked(pp, t, &syms, err, err_len);
-		pt_detach(t);
-		goto done;
+	/* Several passes: a parked thread wakes now and then (a signal, a
+	 * request) and one look may catch it awake. */
+	for (int pass = 0; pass < BORROW_PASSES; pass++) {
+		if (pass)
+			usleep(BORROW_RETRY_US);
+		for (size_t i = 0; i < n; i++) {
+			if (try_borrow(pp, &threads[order[i]], t))
+				continue;
+			res->path = INJECT_GIL_FREE;
+			res->tid = t->tid;
+			res->syscall_nr = (long)t->saved_regs.orig_rax;
+			ret = inject_on_parked(pp, t, &syms, err, err_len);
+			pt_detach(t);
+			goto done;
+		}
 	}
 	if (count != 1) {
 		set_err(err, err_len, "pid %d: no Python thread is parked in a safe syscall to borrow (%zu threads, all busy or in futex); retry",
