@@ -95,6 +95,7 @@ static const struct py_offsets table_311 = {
 	.module_dict = 16,
 	.exc_args = 24,
 	.frame_owner_cstack = UINT32_MAX,
+	.interp_remote_debug = NONE,
 
 	.dict_used = 16,
 	.dict_keys = 32,
@@ -179,6 +180,7 @@ static const struct py_offsets table_312 = {
 	.module_dict = 16,
 	.exc_args = 24,
 	.frame_owner_cstack = 3,
+	.interp_remote_debug = NONE,
 
 	.dict_used = 16,
 	.dict_keys = 32,
@@ -298,6 +300,29 @@ struct debug_offsets_314 {
 		uint64_t size, state, length, ascii_size;
 	} unicode;
 };
+
+/* 3.14's tail, after the groups both minors share: PEP 768's fields. */
+struct debug_tail_314 {
+	struct debug_offsets_314 head;
+	struct {
+		uint64_t size, collecting;
+	} gc;
+	struct {
+		uint64_t size, gi_name, gi_iframe, gi_frame_state;
+	} gen;
+	struct {
+		uint64_t next, prev;
+	} llist_node;
+	struct {
+		uint64_t eval_breaker, remote_debugger_support,
+			 remote_debugging_enabled, debugger_pending_call,
+			 debugger_script_path, debugger_script_path_size;
+	} debugger;
+};
+
+/* PEP 768's script path buffer: a constant that confirms the tail. */
+#define DEBUGGER_SCRIPT_PATH_SIZE 512
+
 
 /* Where, in bytes from the start of _Py_DebugOffsets, each value pydi
  * reads sits for one minor. */
@@ -452,6 +477,9 @@ struct minor_support {
 	const struct debug_layout *layout;
 	const struct debug_supplement *supplement;
 	bool untested;
+	/* Byte offsets in _Py_DebugOffsets of PEP 768's remote_debugging_enabled
+	 * and of the script path size that confirms it; 0 = none. */
+	size_t remote_debug_at, script_path_size_at;
 };
 
 static const struct minor_support minors[] = {
@@ -460,7 +488,11 @@ static const struct minor_support minors[] = {
 	 * test matrix. */
 	{ .minor = 12, .table = &table_312, .untested = true },
 	{ .minor = 13, .layout = &layout_313, .supplement = &supplement_313 },
-	{ .minor = 14, .layout = &layout_314, .supplement = &supplement_314 },
+	{ .minor = 14, .layout = &layout_314, .supplement = &supplement_314,
+	  .remote_debug_at = offsetof(struct debug_tail_314,
+				      debugger.remote_debugging_enabled),
+	  .script_path_size_at = offsetof(struct debug_tail_314,
+					  debugger.debugger_script_path_size) },
 };
 
 static const struct minor_support *
@@ -742,6 +774,10 @@ py_offsets_from_debug(const struct py_version *v, const void *raw,
 	if (result.code_argcount != m->supplement->expect_code_argcount)
 		return -ENOTSUP;
 	fill_from_supplement(m->supplement, &result);
+	result.interp_remote_debug = PY_OFF_NONE;
+	if (m->remote_debug_at && raw_len >= m->script_path_size_at + 8 &&
+	    word_at(bytes, m->script_path_size_at) == DEBUGGER_SCRIPT_PATH_SIZE)
+		result.interp_remote_debug = word_at(bytes, m->remote_debug_at);
 	*off = result;
 	return 0;
 }

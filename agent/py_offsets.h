@@ -34,7 +34,10 @@ struct py_offsets {
 	uint64_t interp_id;
 	uint64_t interp_next;
 	uint64_t interp_threads_head;
-	uint64_t interp_modules;		/* interp->imports.modules (3.12+) / interp->modules */
+	uint64_t interp_modules;
+	/* 3.14+: interp->config.remote_debug (int; 0 = the owner opted out of
+	 * remote debugging with -X disable-remote-debug) */
+	uint64_t interp_remote_debug;		/* interp->imports.modules (3.12+) / interp->modules */
 	uint64_t interp_ceval_gil;		/* interp->ceval.gil (3.12+): struct _gil_runtime_state * */
 	uint64_t gil_locked;			/* in struct _gil_runtime_state */
 	uint64_t gil_last_holder;		/* in struct _gil_runtime_state */

@@ -202,6 +202,23 @@ static void read_version(struct pyproc *pp, struct elf_image *img)
 		version_from_name(pp->exe, &pp->version);
 }
 
+/* PEP 768's opt-out covers every external debugger, pydi's ptrace path
+ * included: the owner said no. */
+static void check_remote_debug(struct pyproc *pp)
+{
+	uint64_t interp;
+	int32_t enabled;
+
+	if (pp->offsets.interp_remote_debug == PY_OFF_NONE)
+		return;
+	if (mem_read_u64(&pp->reader,
+			 pp->runtime_addr + pp->offsets.runtime_interpreters_head, &interp) ||
+	    mem_read_i32(&pp->reader, interp + pp->offsets.interp_remote_debug, &enabled))
+		return;
+	if (!enabled)
+		not_instrumentable(pp, "remote debugging is disabled in the target (-X disable-remote-debug or PYTHON_DISABLE_REMOTE_DEBUG)");
+}
+
 static void read_offsets(struct pyproc *pp)
 {
 	unsigned char raw[PY_DEBUG_OFFSETS_MAX];
@@ -241,6 +258,7 @@ static void read_offsets(struct pyproc *pp)
 	pp->offsets_source = PY_OFFSETS_DEBUG_OFFSETS;
 	if (pp->free_threaded)
 		not_instrumentable(pp, "free-threaded CPython builds are not supported");
+	check_remote_debug(pp);
 }
 
 static void read_identity(struct pyproc *pp)

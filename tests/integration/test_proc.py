@@ -157,3 +157,19 @@ def test_ambiguous_prefix_lists_candidates():
 def test_code_show_rejects_an_address_that_is_not_code(host_service):
     rc, out, err = run_pydi("code", "show", "-p", str(host_service.pid), "0x10")
     assert rc == 3 and err.count("\n") == 1
+
+
+def test_remote_debug_opt_out_is_respected_on_314(rootfs):
+    env = dict(OTEL_ENV, PYTHON_DISABLE_REMOTE_DEBUG="1")
+    target = spawn_in_rootfs(rootfs, "/usr/bin/python3.14", SERVICE, env=env)
+    try:
+        p = pydi_json("proc", "show", str(target.pid))
+        assert p["instrumentable"] is False
+        assert "remote debugging is disabled" in p["reason"]
+        rc, out, err = run_pydi("inject", str(target.pid))
+        assert rc == 3 and "remote debugging is disabled" in err
+        with open(f"/proc/{target.pid}/maps") as f:
+            assert "pydi-helper" not in f.read()
+        assert get(target.handshake.split()[1]) == b"ok\n"
+    finally:
+        target.stop()
