@@ -591,7 +591,7 @@ json_t *snapshot_build(struct snapshot_target *t, const struct snapshot_probe *p
 	json_object_set_new(snap, "thread", thread_info(t->pp->pid, first->tid));
 
 	index_objects(objs, first, first_size);
-	if (p->capture_stack || (ret && ret->event == PYPROBE_EV_EXCEPTION))
+	if (p->capture_stack)
 		stack = decode_stack(t, first, p->limits.max_frames);
 	if (p->line) {
 		json_t *ctx = json_object(), *lines = json_object();
@@ -617,7 +617,7 @@ json_t *snapshot_build(struct snapshot_target *t, const struct snapshot_probe *p
 			if (ret->event == PYPROBE_EV_EXCEPTION)
 				json_object_set_new(rctx, "throwable",
 						    decode_throwable(&d, ret->value,
-								     json_deep_copy(stack)));
+								     decode_stack(t, ret, p->limits.max_frames)));
 			else if (p->capture_return)
 				json_object_set_new(rctx, "return_value",
 						    decode_value(&d, ret->value, 0));

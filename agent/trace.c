@@ -46,6 +46,7 @@ static struct trace_env {
 	double timeout;			/* 0: none */
 	struct snapshot_limits limits;
 	bool no_inject;
+	const char *redact;		/* extra identifiers, comma-separated */
 } env = {
 	.max_hits = -1,
 	.rate = DEFAULT_RATE,
@@ -70,6 +71,7 @@ struct trace {
 	json_t *codes;			/* hook reply codes */
 	json_t *keys;			/* BPF keys set, for removal */
 	bool hooked;
+	bool rekey;			/* 3.11: other probes may swap our code */
 	bool active;
 	bool disabled;
 	long snapshots;
@@ -613,6 +615,9 @@ static int hook(struct trace *tr, bool line_probe)
 		return EXIT_PROBE_ERROR;
 	}
 	tr->hooked = true;
+	tr->rekey = json_is_string(json_object_get(reply, "mechanism")) &&
+		    strcmp(json_string_value(json_object_get(reply, "mechanism")),
+			   "bytecode") == 0;
 	tr->codes = json_incref(json_object_get(reply, "codes"));
 	snprintf(tr->module, sizeof(tr->module), "%s",
 		 json_string_value(json_object_get(reply, "module")) ?: "");
@@ -797,6 +802,46 @@ static int run(struct trace *tr)
 	return poll_loop(tr, start, true);
 }
 
+/*
+ * 3.11: another probe on the same code (a second pydi, the agent) makes the
+ * helper build a new hooked code object, and our BPF keys would name the old
+ * one: a silent READY. Follow the code ids the helper reports.
+ */
+static void follow_code_changes(struct trace *tr, bool line_probe)
+{
+	char err[256];
+	json_t *reply, *hook, *code;
+	size_t i, j;
+	bool changed = false;
+
+	reply = command(tr, json_pack("{s:s}", "cmd", "hooks"), err, sizeof(err));
+	if (!reply)
+		return;
+	json_array_foreach(json_object_get(reply, "hooks"), i, hook) {
+		const char *id = json_string_value(json_object_get(hook, "probe_id"));
+
+		if (!id || strcmp(id, tr->probe_id) != 0)
+			continue;
+		json_array_foreach(json_object_get(hook, "codes"), j, code) {
+			json_t *mine = json_array_get(tr->codes, j);
+
+			if (mine && !json_equal(json_object_get(mine, "code_id"),
+						json_object_get(code, "code_id"))) {
+				json_object_set(mine, "code_id", json_object_get(code, "code_id"));
+				changed = true;
+			}
+		}
+	}
+	json_decref(reply);
+	if (!changed)
+		return;
+	remove_keys(tr);
+	json_decref(tr->keys);
+	tr->keys = NULL;
+	if (set_keys(tr, line_probe))
+		p_info("warning: probe %s: re-keying after a code change failed", tr->probe_id);
+}
+
 static int poll_loop(struct trace *tr, uint64_t start, bool renew_lease)
 {
 	uint64_t last_renew = 0;
@@ -810,6 +855,8 @@ static int poll_loop(struct trace *tr, uint64_t start, bool renew_lease)
 		if (now - last_renew > LEASE_RENEW_MS * 1000000ull) {
 			if (renew_lease)
 				helper_set_lease(&tr->hc, LEASE_MS);
+			if (tr->rekey)
+				follow_code_changes(tr, tr->probe.line != 0);
 			last_renew = now;
 			if (kill(env.pid, 0) && errno == ESRCH) {
 				emit_status(tr, "ERROR", "RUNTIME_ERROR", "the target exited", NULL);
@@ -847,6 +894,7 @@ static int do_help(void)
 		"       TARGET := { module:qualname | module:qualname@LINE | path/file.py:LINE }\n"
 		"       OPTIONS := { --capture args,locals,return,stack | --max-hits N |\n"
 		"                    --rate N | --count N | --timeout S | --no-inject |\n"
+		"                    --redact NAME[,NAME...] |\n"
 		"                    --limits string=255,collection=20,depth=3,fields=20,frames=20 }\n"
 		"\n"
 		"       Function probes capture args, return and stack by default; line\n"
@@ -871,6 +919,7 @@ int do_trace(int argc, char **argv)
 		{ "timeout",	required_argument, NULL, 't' },
 		{ "limits",	required_argument, NULL, 'l' },
 		{ "no-inject",	no_argument,	   NULL, 'N' },
+		{ "redact",	required_argument, NULL, 'R' },
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -917,6 +966,9 @@ int do_trace(int argc, char **argv)
 		case 'N':
 			env.no_inject = true;
 			break;
+		case 'R':
+			env.redact = optarg;
+			break;
 		case 'h':
 			return do_help();
 		default:
@@ -936,6 +988,13 @@ int do_trace(int argc, char **argv)
 	tr = calloc(1, sizeof(*tr));
 	if (!tr)
 		return EXIT_CANNOT_ATTACH;
+	if (env.redact) {
+		char *copy = strdup(env.redact), *tok, *save = NULL;
+
+		for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+			redactor_add_name(&tr->redactor, tok);
+		free(copy);
+	}
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 	signal(SIGPIPE, SIG_IGN);
@@ -953,7 +1012,7 @@ int do_trace(int argc, char **argv)
 	free(tr);
 	return ret;
 usage:
-	p_err("usage: %s trace -p PID TARGET [--capture args,locals,return,stack] [--max-hits N] [--rate N] [--count N] [--timeout S] [--limits ...] [--no-inject]",
+	p_err("usage: %s trace -p PID TARGET [--capture args,locals,return,stack] [--max-hits N] [--rate N] [--count N] [--timeout S] [--limits ...] [--redact NAMES] [--no-inject]",
 	      bin_name);
 	return EXIT_USAGE;
 }

@@ -623,7 +623,8 @@ static __always_inline int capture(__u64 frame, __s64 line, __u32 event,
 		w.frame = frame;
 		bpf_loop(PYPROBE_MAX_VARS, var_step, &w, 0);
 	}
-	if (cfg->capture & PYPROBE_CAPTURE_STACK) {
+	/* An exception always carries where it was raised. */
+	if ((cfg->capture & PYPROBE_CAPTURE_STACK) || event == PYPROBE_EV_EXCEPTION) {
 		w.frame = frame;
 		bpf_loop(PYPROBE_MAX_FRAMES, frame_step, &w, 0);
 	}
