@@ -114,6 +114,17 @@ static json_t *not_captured(const char *type, const char *reason)
 }
 
 static json_t *decode_value(struct decode *d, uint64_t addr, unsigned int depth);
+static const char *type_name(struct snapshot_target *t, uint64_t type);
+static int find_object(const struct objects *o, uint64_t addr);
+
+/* A value whose name is sensitive: its type, never its contents. */
+static json_t *redacted(struct decode *d, uint64_t addr)
+{
+	int i = find_object(d->objs, addr);
+
+	return not_captured(i >= 0 ? type_name(d->t, d->objs->obj[i]->type) : "object",
+			    "redacted");
+}
 
 /* The text of a captured str: UTF-8 of its captured prefix. */
 static char *str_text(const struct pyprobe_obj *obj, const uint8_t *payload,
@@ -124,8 +135,6 @@ static char *str_text(const struct pyprobe_obj *obj, const uint8_t *payload,
 	unsigned int kind = (state >> 2) & 7;
 	size_t have = obj->len > 16 ? obj->len - 16 : 0, n;
 	const uint8_t *data = payload + 16;
-	char *out;
-	size_t o = 0;
 
 	*length_out = length;
 	if (kind != 1 && kind != 2 && kind != 4)
@@ -133,26 +142,7 @@ static char *str_text(const struct pyprobe_obj *obj, const uint8_t *payload,
 	n = have / kind;
 	if (n > length)
 		n = length;
-	out = malloc(n * 4 + 1);
-	if (!out)
-		return NULL;
-	for (size_t i = 0; i < n; i++) {
-		uint32_t cp;
-
-		if (kind == 1) {
-			cp = data[i];
-		} else if (kind == 2) {
-			uint16_t u;
-
-			memcpy(&u, data + 2 * i, 2);
-			cp = u;
-		} else {
-			memcpy(&cp, data + 4 * i, 4);
-		}
-		o += utf8_encode(cp, out + o);
-	}
-	out[o] = '\0';
-	return out;
+	return ucs_to_utf8(data, n, kind);
 }
 
 static json_t *decode_str(struct decode *d, const struct pyprobe_obj *obj,
@@ -267,17 +257,9 @@ static json_t *decode_pairs(struct decode *d, const char *type,
 		json_t *val;
 
 		if (name && redact_name(d->p->redactor, name))
-			val = not_captured(type_name(d->t, d->objs->obj[0]->type), "redacted");
+			val = redacted(d, value);
 		else
 			val = decode_value(d, value, depth + 1);
-		if (name && redact_name(d->p->redactor, name)) {
-			json_object_set_new(val, "type", json_string("object"));
-			int vi = find_object(d->objs, value);
-
-			if (vi >= 0)
-				json_object_set_new(val, "type", json_string(
-					type_name(d->t, d->objs->obj[vi]->type)));
-		}
 		if (as_fields) {
 			json_object_set_new(container, name ? name : "?", val);
 		} else {
@@ -435,14 +417,10 @@ static json_t *decode_vars(struct decode *d, const struct pycode_info *ci,
 
 		if (!v || !wanted(filter, name))
 			continue;	/* unbound, or not asked for */
-		if (redact_name(d->p->redactor, name)) {
-			int oi = find_object(d->objs, v);
-
-			val = not_captured(oi >= 0 ? type_name(d->t, d->objs->obj[oi]->type) :
-					   "object", "redacted");
-		} else {
+		if (redact_name(d->p->redactor, name))
+			val = redacted(d, v);
+		else
 			val = decode_value(d, v, 0);
-		}
 		json_object_set_new(vars, name, val);
 	}
 	return vars;
