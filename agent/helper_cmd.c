@@ -111,71 +111,67 @@ static void print_reply(json_t *reply)
 	fputc('\n', stdout);
 }
 
-static int do_inject(int argc, char **argv)
+/* Connect (injecting if needed), run cmd, print the reply: exit code.
+ * decorate, if set, adds fields to the reply before it is printed. */
+static int connect_and_run(int pid, json_t *cmd,
+			   void (*decorate)(json_t *, const struct inject_result *))
 {
 	struct inject_result res;
 	struct helper_client hc;
 	struct pyproc pp;
-	json_t *cmd, *reply;
-	char **rest;
-	int pid, nrest, ret;
+	json_t *reply;
+	int ret;
 
-	if (parse_pid_args(argc, argv, &pid, &nrest, &rest) || nrest) {
-		p_err("usage: %s inject { PID | -p PID }", bin_name);
-		return EXIT_USAGE;
-	}
 	ret = connect_helper(pid, &pp, &hc, &res);
-	if (ret)
-		goto out;
-	cmd = json_pack("{s:s}", "cmd", "hello");
-	reply = run_command(&hc, cmd);
-	json_decref(cmd);
-	if (!reply) {
-		ret = EXIT_CANNOT_ATTACH;
-		goto out;
+	if (!ret) {
+		reply = run_command(&hc, cmd);
+		if (!reply) {
+			ret = EXIT_CANNOT_ATTACH;
+		} else {
+			if (decorate)
+				decorate(reply, &res);
+			print_reply(reply);
+			ret = json_is_true(json_object_get(reply, "ok")) ? EXIT_DONE :
+									 EXIT_PROBE_ERROR;
+			json_decref(reply);
+		}
 	}
-	json_object_set_new(reply, "inject_path",
-			    json_string(inject_path_name(res.path)));
-	json_object_set_new(reply, "inject_thread", json_integer(res.tid));
-	json_object_set_new(reply, "inject_ms", json_real(res.elapsed_ms));
-	print_reply(reply);
-	json_decref(reply);
-out:
+	json_decref(cmd);
 	helper_close(&hc);
 	pyproc_close(&pp);
 	return ret;
 }
 
+static void add_inject_facts(json_t *reply, const struct inject_result *res)
+{
+	json_object_set_new(reply, "inject_path", json_string(inject_path_name(res->path)));
+	json_object_set_new(reply, "inject_thread", json_integer(res->tid));
+	json_object_set_new(reply, "inject_ms", json_real(res->elapsed_ms));
+}
+
+static int do_inject(int argc, char **argv)
+{
+	char **rest;
+	int pid, nrest;
+
+	if (parse_pid_args(argc, argv, &pid, &nrest, &rest) || nrest) {
+		p_err("usage: %s inject { PID | -p PID }", bin_name);
+		return EXIT_USAGE;
+	}
+	return connect_and_run(pid, json_pack("{s:s}", "cmd", "hello"), add_inject_facts);
+}
+
 static int do_resolve(int argc, char **argv)
 {
-	struct inject_result res;
-	struct helper_client hc;
-	struct pyproc pp;
-	json_t *cmd, *reply;
 	char **rest;
-	int pid, nrest, ret;
+	int pid, nrest;
 
 	if (parse_pid_args(argc, argv, &pid, &nrest, &rest) || nrest != 1) {
 		p_err("usage: %s resolve -p PID TARGET", bin_name);
 		return EXIT_USAGE;
 	}
-	ret = connect_helper(pid, &pp, &hc, &res);
-	if (ret)
-		goto out;
-	cmd = json_pack("{s:s,s:s}", "cmd", "resolve", "target", rest[0]);
-	reply = run_command(&hc, cmd);
-	json_decref(cmd);
-	if (!reply) {
-		ret = EXIT_CANNOT_ATTACH;
-		goto out;
-	}
-	print_reply(reply);
-	ret = json_is_true(json_object_get(reply, "ok")) ? EXIT_DONE : EXIT_PROBE_ERROR;
-	json_decref(reply);
-out:
-	helper_close(&hc);
-	pyproc_close(&pp);
-	return ret;
+	return connect_and_run(pid, json_pack("{s:s,s:s}", "cmd", "resolve", "target",
+					      rest[0]), NULL);
 }
 
 static int do_revert(int argc, char **argv)

@@ -353,6 +353,20 @@ static int wait_ready(struct pyproc *pp, struct helper_client *hc,
 	}
 }
 
+/* Both memfds in the target: the helper, and the bootstrap's status. */
+static int place_files(struct pt_thread *t, const struct target_syms *s, int *fd,
+		       int *status_fd, int *status_local, char *err, size_t err_len)
+{
+	int ret = place_helper(t, s, fd, err, err_len);
+
+	if (ret)
+		return ret;
+	ret = place_status(t, s, status_fd, status_local, err, err_len);
+	if (ret)
+		close_remote_fd(t, s, *fd);
+	return ret;
+}
+
 /* GIL-free path: everything happens in calls on the borrowed thread. */
 static int inject_on_parked(struct pyproc *pp, struct pt_thread *t,
 			    const struct target_syms *s, char *err, size_t err_len)
@@ -361,14 +375,9 @@ static int inject_on_parked(struct pyproc *pp, struct pt_thread *t,
 	uint64_t text_addr, gil_state, rc;
 	int fd, status_fd, status_local, ret;
 
-	ret = place_helper(t, s, &fd, err, err_len);
+	ret = place_files(t, s, &fd, &status_fd, &status_local, err, err_len);
 	if (ret)
 		return ret;
-	ret = place_status(t, s, &status_fd, &status_local, err, err_len);
-	if (ret) {
-		close_remote_fd(t, s, fd);
-		return ret;
-	}
 	ret = bootstrap_text(text, sizeof(text), fd, status_fd, 0);
 	if (!ret)
 		ret = pt_push(t, text, strlen(text) + 1, &text_addr);
@@ -459,14 +468,9 @@ static int inject_pending(struct pyproc *pp, struct pt_thread *t,
 			pp->pid);
 		return -EAGAIN;
 	}
-	ret = place_helper(t, s, &fd, err, err_len);
+	ret = place_files(t, s, &fd, &status_fd, &status_local, err, err_len);
 	if (ret)
 		return ret;
-	ret = place_status(t, s, &status_fd, &status_local, err, err_len);
-	if (ret) {
-		close_remote_fd(t, s, fd);
-		return ret;
-	}
 	ret = pt_call(t, s->libc_mmap,
 		      (uint64_t[]){ 0, 4096, PROT_READ | PROT_WRITE,
 				    MAP_PRIVATE | MAP_ANONYMOUS, (uint64_t)-1, 0 },

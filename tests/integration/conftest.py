@@ -2,8 +2,8 @@
 and in the namespaced forky root (CPython 3.13/3.14)."""
 import json
 import os
+import re
 import subprocess
-import sys
 import time
 
 import pytest
@@ -12,6 +12,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.environ.get("PYDI_SOURCE", os.path.dirname(os.path.dirname(HERE)))
 PYDI = os.environ.get("PYDI", os.path.join(SOURCE, "build", "pydi"))
 HOST_PYTHON = "/usr/bin/python3"
+
+
+def line_markers(path):
+    """{name: line} for every `# LINE:name` comment in a fixture file, so
+    tests find lines by name instead of hard-coding numbers."""
+    lines = {}
+    with open(path) as f:
+        for number, text in enumerate(f, 1):
+            for name in re.findall(r"# LINE:(\w+)", text):
+                lines[name] = number
+    return lines
 
 
 def report(line):

@@ -15,7 +15,6 @@ import ctypes
 import hashlib
 import json
 import os
-import re
 import shutil
 import struct
 import subprocess
@@ -26,7 +25,7 @@ import urllib.request
 
 import pytest
 
-from conftest import (HERE, HOST_PYTHON, PYDI, Target, child_pid, report,
+from conftest import (line_markers, HERE, HOST_PYTHON, PYDI, Target, child_pid, report,
                       rootfs_path, run_pydi)
 
 APP = os.path.join(HERE, "targets", "resolve_app.py")
@@ -36,17 +35,8 @@ NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
           "--inh-caps=-all", "--bounding-set=-all"]
 
 
-def _markers(path):
-    lines = {}
-    with open(path) as f:
-        for number, text in enumerate(f, 1):
-            for name in re.findall(r"# LINE:(\w+)", text):
-                lines[name] = number
-    return lines
-
-
-L = _markers(APP)
-F = _markers(FASTAPI_APP)
+L = line_markers(APP)
+F = line_markers(FASTAPI_APP)
 BLANK_IN_HANDLER = L["handler_blank_above"] + 1
 
 

@@ -21,7 +21,6 @@ every output line is validated against schemas/cli-output.schema.json
 import json
 import os
 import queue
-import re
 import shutil
 import signal
 import subprocess
@@ -31,7 +30,7 @@ import time
 import jsonschema
 import pytest
 
-from conftest import (HERE, HOST_PYTHON, PYDI, SOURCE, Target, child_pid,
+from conftest import (line_markers, HERE, HOST_PYTHON, PYDI, SOURCE, Target, child_pid,
                       report, rootfs_path)
 
 APP = os.path.join(HERE, "targets", "trace_app.py")
@@ -39,16 +38,7 @@ INTERPRETERS = ["3.11", "3.13", "3.14"]
 RUN_TIMEOUT = 10        # --timeout for every run: a safety net only
 
 
-def _markers(path):
-    lines = {}
-    with open(path) as f:
-        for number, text in enumerate(f, 1):
-            for name in re.findall(r"# LINE:(\w+)", text):
-                lines[name] = number
-    return lines
-
-
-L = _markers(APP)
+L = line_markers(APP)
 
 
 # -- schemas --
