@@ -842,6 +842,28 @@ static void follow_code_changes(struct trace *tr, bool line_probe)
 		p_info("warning: probe %s: re-keying after a code change failed", tr->probe_id);
 }
 
+/* What BPF counted, and what the helper's gate kept from the trap. */
+static void print_counters(struct trace *tr)
+{
+	struct pyprobe_stats st;
+	struct pydi_gate gate = { 0 };
+	struct proc_mem pm;
+
+	if (probe_engine_stats(tr->engine, tr->slot, &st))
+		return;
+	if (tr->hc.state.gates) {
+		proc_mem_init(&pm, env.pid);
+		proc_mem_read(&pm, gate_addr(tr), &gate, sizeof(gate));
+		proc_mem_close(&pm);
+	}
+	p_info("pydi: probe %s: %ld snapshots; calls %llu (gated off %llu), reached BPF %llu, "
+	       "dropped: rate %llu, max-hits %llu, ring buffer %llu", tr->probe_id,
+	       tr->snapshots, (unsigned long long)gate.hits,
+	       (unsigned long long)gate.skipped, (unsigned long long)st.hits,
+	       (unsigned long long)st.drop_rate, (unsigned long long)st.drop_max_hits,
+	       (unsigned long long)st.drop_ringbuf);
+}
+
 static int poll_loop(struct trace *tr, uint64_t start, bool renew_lease)
 {
 	uint64_t last_renew = 0;
@@ -883,6 +905,7 @@ static int poll_loop(struct trace *tr, uint64_t start, bool renew_lease)
 	}
 	probe_engine_poll(tr->engine, 0);
 	evict_stale(tr, true);
+	print_counters(tr);
 	return EXIT_DONE;
 }
 

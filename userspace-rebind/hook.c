@@ -104,8 +104,15 @@ hook_hit(uint64_t slot, int64_t event, int64_t line, PyObject *value)
 	if (!__atomic_load_n(&gate->armed, __ATOMIC_RELAXED)) {
 		return;
 	}
+	/*
+	 * Only the start of a call (or a line) is rate-limited here: the end
+	 * of a call whose entry BPF captured must reach BPF whatever the gate
+	 * says by then, or the snapshot loses its return value. BPF drops the
+	 * ends of calls it did not capture.
+	 */
 	next_allowed = __atomic_load_n(&gate->next_allowed_ns, __ATOMIC_RELAXED);
-	if (next_allowed != 0 && now_ns() < next_allowed) {
+	if (next_allowed != 0 && (event == PYDI_EV_ENTRY || event == PYDI_EV_LINE)
+	    && now_ns() < next_allowed) {
 		gate->skipped++;
 		return;
 	}
