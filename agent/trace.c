@@ -70,6 +70,7 @@ struct trace {
 	uint32_t slot;
 	json_t *codes;			/* hook reply codes */
 	json_t *keys;			/* BPF keys set, for removal */
+	json_t *routes;			/* framework routes that reach the code */
 	bool hooked;
 	bool rekey;			/* 3.11: other probes may swap our code */
 	bool active;
@@ -619,6 +620,7 @@ static int hook(struct trace *tr, bool line_probe)
 		    strcmp(json_string_value(json_object_get(reply, "mechanism")),
 			   "bytecode") == 0;
 	tr->codes = json_incref(json_object_get(reply, "codes"));
+	tr->routes = json_incref(json_object_get(reply, "routes"));
 	snprintf(tr->module, sizeof(tr->module), "%s",
 		 json_string_value(json_object_get(reply, "module")) ?: "");
 	snprintf(tr->qualname, sizeof(tr->qualname), "%s",
@@ -796,6 +798,8 @@ static int run(struct trace *tr)
 	extra = json_pack("{s:s,s:O,s:s,s:o}", "coverage", "hooked-code", "codes", tr->codes,
 			  "inject_path", inject_path_name(res.path), "warnings",
 			  code_warnings(tr->codes));
+	if (tr->routes)
+		json_object_set(extra, "routes", tr->routes);
 	emit_status(tr, "READY", NULL, NULL, extra);
 	json_decref(extra);
 
@@ -1026,6 +1030,7 @@ int do_trace(int argc, char **argv)
 	for (size_t i = 0; i < PENDING_MAX; i++)
 		free(tr->pending[i].cap);
 	json_decref(tr->codes);
+	json_decref(tr->routes);
 	json_decref(tr->keys);
 	probe_engine_close(tr->engine);
 	snapshot_target_free(&tr->target);
