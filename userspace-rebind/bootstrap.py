@@ -1048,7 +1048,10 @@ def _parse_target(target):
 
 
 def _resolve(command):
-    return _public(_resolve_objects(command))
+    resolved = _resolve_objects(command)
+    reply = _public(resolved)
+    _add_routes(reply, resolved)
+    return reply
 
 
 def _public(reply):
@@ -1463,6 +1466,860 @@ def _enclosing_def(filename, line):
         if above_indent == 0:
             return None
     return None
+
+
+# -- framework routes --
+#
+# Which routes of the live web frameworks reach a probed code object. The
+# route tables are read where the frameworks keep them (Starlette/FastAPI
+# app.router.routes, aiohttp app._router._resources, Flask url_map._rules +
+# view_functions, Django ROOT_URLCONF's urlpatterns), with the same static
+# discipline as resolution: raw __dict__s, slots through their C member
+# descriptors, C-level iteration only; no property, __getattr__, __iter__ or
+# framework function of Python code ever runs. Apps are found among live
+# objects (gc referrers of the framework's app classes, which holds every
+# instance of a Python class), so an app built in main() and handed to a
+# server is found as well as a module-level one. A framework not in
+# sys.modules is not looked at.
+#
+# Rebinding: none is needed in these frameworks. pydi hooks code objects and
+# swaps __code__ on every function sharing the code (3.11; on 3.12+ the
+# events sit on the code itself), so every reference a framework captured --
+# route.endpoint, the request_response closure in route.app, aiohttp's
+# _handler and its @wraps handler_wrapper, FastAPI Dependant.call, partials,
+# bound methods, callable instances (type(x).__call__), Flask/Django as_view
+# closures that look methods up on the class per request, Starlette
+# per-route middleware that calls the endpoint -- runs the hooked code. What
+# cannot be reached is a route holding ANOTHER code object that claims to be
+# the probed function (same __module__ and __qualname__): a copy a decorator
+# recompiled, a function redefined or a module reloaded after the route
+# captured it. Rebinding the route to the probed function would change what
+# the service runs, so that is an ERROR naming the route, never a silent
+# READY.
+
+_ROUTE_DEPTH = 12           # Mount / sub-app / include / Depends nesting
+_ROUTE_BUDGET = 50000       # route-table objects one walk visits at most
+_ROUTE_SEQ_MAX = 10000      # items read from one route-table container
+_HTTP_METHODS = ("get", "post", "put", "patch", "delete", "head", "options",
+                 "trace", "connect")
+
+
+def _attr(obj, name):
+    """obj.name read statically: an instance __dict__ entry, a slot (C
+    member/getset descriptor of the type), or a plain class attribute;
+    _MISSING for a property or any other Python descriptor."""
+    value, how = _lookup(obj, name)
+    if value is _MISSING:
+        return _MISSING
+    if how == "type":
+        t = type(value)
+        if t in _C_DESCRIPTOR_TYPES:
+            try:
+                return value.__get__(obj, type(obj))
+            except Exception:
+                return _MISSING
+        if t is not _FunctionType and (
+                _class_lookup(t, "__get__") is not _MISSING
+                and not issubclass(t, (staticmethod, classmethod))):
+            return _MISSING
+    return value
+
+
+def _seq(value):
+    """The items of a route-table container, without running Python code:
+    list/tuple/set/dict values through their C methods, and any other type
+    only if its __iter__ is C (e.g. aiohttp's FrozenList)."""
+    if value is _MISSING or value is None:
+        return []
+    t = type(value)
+    try:
+        for base, it in ((list, list.__iter__), (tuple, tuple.__iter__),
+                         (set, set.__iter__), (frozenset, frozenset.__iter__)):
+            if issubclass(t, base):
+                items = []
+                for item in it(value):
+                    items.append(item)
+                    if len(items) >= _ROUTE_SEQ_MAX:
+                        break
+                return items
+        if issubclass(t, dict):
+            return [v for _, v in _items(value)][:_ROUTE_SEQ_MAX]
+        items = _attr(value, "_items")      # pure-Python FrozenList
+        if type(items) is list:
+            return items[:_ROUTE_SEQ_MAX]
+        if type(_class_lookup(t, "__iter__")) in _BUILTIN_CALLABLE_TYPES:
+            items = []
+            for item in value:
+                items.append(item)
+                if len(items) >= _ROUTE_SEQ_MAX:
+                    break
+            return items
+    except Exception:
+        pass
+    return []
+
+
+def _str_items(value):
+    return [v for v in _seq(value) if type(v) is str]
+
+
+def _loaded_class(module_name, name):
+    module = dict.get(sys.modules, module_name)
+    if module is None:
+        return None
+    value = _raw_get(_instance_dict(module), name)
+    return value if value is not _MISSING and _is_class(value) else None
+
+
+def _is_instance(obj, cls):
+    return cls is not None and issubclass(type(obj), cls)
+
+
+def _subclasses(cls):
+    """cls and its subclasses, through type's own C method."""
+    out, todo = [], [cls]
+    while todo and len(out) < 1000:
+        c = todo.pop()
+        if any(c is o for o in out):
+            continue
+        out.append(c)
+        try:
+            todo.extend(type.__dict__["__subclasses__"](c))
+        except Exception:
+            pass
+    return out
+
+
+def _live_instances(classes):
+    """Live instances of classes (and their subclasses): objects of a
+    Python class reference their type, so gc finds them as referrers."""
+    wanted = []
+    for cls in classes:
+        if cls is not None:
+            wanted += _subclasses(cls)
+    if not wanted:
+        return []
+    ids = set(id(c) for c in wanted)
+    referrers = _stdlib("gc").get_referrers(*wanted)
+    try:
+        return [r for r in referrers if id(type(r)) in ids
+                and any(type(r) is c for c in wanted)]
+    finally:
+        del referrers
+
+
+def _label(obj):
+    """A short name for a callable in a route table: qualname of a function
+    or class, partial(...), 'T instance'."""
+    t = type(obj)
+    if t is _FunctionType:
+        return _str_or_none(_func_qualname(obj)) or "?"
+    if t is _MethodType:
+        return _label(_method_func(obj))
+    if issubclass(t, type):
+        return _str_or_none(_type_qualname(obj)) or "?"
+    func = _partial_func(obj)
+    if func is not _MISSING:
+        return f"partial({_label(func)})"
+    if issubclass(t, (staticmethod, classmethod)):
+        return _label(_codes_target(obj))
+    return f"{_str_or_none(_type_qualname(t)) or '?'} instance"
+
+
+def _codes_target(obj):
+    if issubclass(type(obj), staticmethod):
+        return _staticmethod_func(obj)
+    if issubclass(type(obj), classmethod):
+        return _classmethod_func(obj)
+    return obj
+
+
+def _function_of(obj):
+    """The Python function calling obj runs first (bound methods,
+    static/class methods, partials and callable instances unwrapped)."""
+    for _ in range(32):
+        t = type(obj)
+        if t is _FunctionType:
+            return obj
+        if t is _MethodType:
+            obj = _method_func(obj)
+        elif issubclass(t, (staticmethod, classmethod)):
+            obj = _codes_target(obj)
+        elif _partial_func(obj) is not _MISSING:
+            obj = _partial_func(obj)
+        elif issubclass(t, type) or t in _BUILTIN_CALLABLE_TYPES:
+            return None
+        else:
+            call = _class_lookup(t, "__call__")
+            if call is _MISSING or not (type(call) is _FunctionType or
+                                        issubclass(type(call),
+                                                   (staticmethod,
+                                                    classmethod))):
+                return None
+            obj = call
+    return None
+
+
+def _reach(obj):
+    """[(code, function, wrapper labels)]: the code calling obj runs --
+    its own, then through __wrapped__ what it wraps (a functools.wraps
+    wrapper, lru_cache, aiohttp's handler_wrapper calls what it wraps)."""
+    out, wrappers = [], []
+    for _ in range(16):
+        func = _function_of(obj)
+        codes = _codes_of(obj, False)[0] if func is None else [
+            _func_code(func)]
+        for code in codes:
+            out.append((code, func, list(wrappers)))
+        holder = func if func is not None else obj
+        wrapped = _wrapped_of(holder)
+        if wrapped is _MISSING or wrapped is None or wrapped is holder:
+            break
+        wrappers.append(_label(holder))
+        obj = wrapped
+    return out
+
+
+class _Site:
+    """One callable a framework runs for a route."""
+    __slots__ = ("framework", "methods", "path", "role", "via", "obj")
+
+    def __init__(self, framework, methods, path, role, via, obj):
+        self.framework = framework
+        self.methods = methods
+        self.path = path
+        self.role = role
+        self.via = via
+        self.obj = obj
+
+
+def _methods_text(methods):
+    return ",".join(methods) if methods else "*"
+
+
+def _join_path(prefix, path):
+    if type(path) is not str:
+        path = ""
+    if not prefix or prefix == "/":
+        return path if path.startswith("/") else "/" + path
+    return prefix.rstrip("/") + ("/" + path.lstrip("/") if path else "")
+
+
+class _RouteWalk:
+    def __init__(self):
+        self.sites = []
+        self.budget = _ROUTE_BUDGET
+        self.truncated = False
+        self.errors = []
+        self.nested = set()     # id of apps reached inside another app
+
+    def spend(self):
+        self.budget -= 1
+        if self.budget < 0:
+            self.truncated = True
+            return False
+        return True
+
+    def site(self, framework, methods, path, role, via, obj):
+        if obj is _MISSING or obj is None:
+            return
+        methods = sorted(set(m for m in methods if type(m) is str))
+        self.sites.append(_Site(framework, methods or ["*"], path, role, via,
+                                obj))
+
+    def guarded(self, what, walker, *args):
+        try:
+            walker(self, *args)
+        except Exception as exc:
+            self.errors.append(f"{what}: {_exception_text(exc)}")
+
+
+def _class_methods(cls, methods, head_falls_back_to_get):
+    """[(HTTP methods, function)] a class-based view runs: the attribute
+    named after each method (lower case), looked up on the class as the
+    framework's per-request getattr(self, method) does; HEAD served by get
+    where the framework falls back to it."""
+    found = {}
+    order = []
+    for method in methods:
+        name = method.lower()
+        func = _class_lookup(cls, name)
+        if func is _MISSING and method == "HEAD" and head_falls_back_to_get:
+            name = "get"
+            func = _class_lookup(cls, name)
+        if func is _MISSING or func is None:
+            continue
+        key = id(func)
+        if key not in found:
+            found[key] = (name, [], func)
+            order.append(key)
+        found[key][1].append(method)
+    return [(found[k][0], found[k][1], found[k][2]) for k in order]
+
+
+def _all_methods_of(cls):
+    return [m.upper() for m in _HTTP_METHODS
+            if _class_lookup(cls, m) not in (_MISSING, None)]
+
+
+# Starlette / FastAPI
+
+def _starlette_middleware_site(walk, framework, methods, path, mw, via):
+    """Sites of a Middleware(cls, ...) entry: the class's dispatch /
+    __call__ / __init__, and functions passed to it (@app.middleware's
+    dispatch=func)."""
+    cls = _attr(mw, "cls")
+    if not _is_class(cls):
+        return
+    name = _str_or_none(_type_qualname(cls)) or "?"
+    for attr in ("dispatch", "__call__", "__init__"):
+        func = _class_lookup(cls, attr)
+        if type(func) is _FunctionType:
+            walk.site(framework, methods, path, "middleware",
+                      f"{name}.{attr} {via}", func)
+    options = []
+    for key in ("options", "kwargs"):
+        value = _attr(mw, key)
+        if issubclass(type(value), dict):
+            options += _items(value)
+    options += [(None, v) for v in _seq(_attr(mw, "args"))]
+    for key, value in options:
+        if _function_of(value) is not None:
+            walk.site(framework, methods, path, "middleware",
+                      f"{name}({key + '=' if key else ''}{_label(value)}) "
+                      f"{via}", value)
+
+
+def _asgi_chain(obj):
+    """([middleware instances], inner app) of an app wrapped by middleware
+    instances, each holding the next as .app."""
+    middleware = []
+    for _ in range(_ROUTE_DEPTH):
+        if _function_of(obj) is not None and type(obj) is _FunctionType:
+            break
+        if _is_class(obj):
+            break
+        inner = _attr(obj, "app")
+        if inner is _MISSING or inner is None or _is_class(obj):
+            break
+        middleware.append(obj)
+        obj = inner
+    return middleware, obj
+
+
+def _walk_starlette_app(walk, app, prefix, depth, host=""):
+    fastapi_cls = _loaded_class("fastapi.applications", "FastAPI")
+    framework = "fastapi" if _is_instance(app, fastapi_cls) else "starlette"
+    for mw in _seq(_attr(app, "user_middleware")):
+        _starlette_middleware_site(walk, framework, ["*"],
+                                   _join_path(prefix, "/*"), mw,
+                                   f"(app middleware{host})")
+    overrides = _attr(app, "dependency_overrides")
+    router = _attr(app, "router")
+    _walk_starlette_routes(walk, framework, _seq(_attr(router, "routes")),
+                           prefix, depth,
+                           overrides if issubclass(type(overrides), dict)
+                           else None, host)
+
+
+def _walk_starlette_routes(walk, framework, routes, prefix, depth, overrides,
+                           host):
+    r = "starlette.routing"
+    route_cls = _loaded_class(r, "Route")
+    ws_cls = _loaded_class(r, "WebSocketRoute")
+    mount_cls = _loaded_class(r, "Mount")
+    host_cls = _loaded_class(r, "Host")
+    for route in routes:
+        if not walk.spend():
+            return
+        included = _attr(route, "original_router")
+        if included is not _MISSING and not _is_instance(route, route_cls):
+            # FastAPI >= 0.13x include_router keeps the included router
+            # (_IncludedRouter) and builds prefixed routes lazily, on the
+            # first request; the original routes hold the same endpoints
+            # and dependency trees.
+            if depth >= _ROUTE_DEPTH:
+                walk.truncated = True
+                continue
+            context = _attr(route, "include_context")
+            sub_prefix = _join_path(prefix, _str_or_none(
+                _attr(context, "prefix")) or "")
+            for dep in _seq(_attr(context, "dependencies")):
+                call = _attr(dep, "dependency")
+                walk.site(framework, ["*"], _join_path(sub_prefix, "/*"),
+                          "dependency", f"Depends({_label(call)}) of the "
+                          f"router included at {sub_prefix}{host}", call)
+            _walk_starlette_routes(walk, framework,
+                                   _seq(_attr(included, "routes")),
+                                   sub_prefix, depth + 1, overrides, host)
+            continue
+        if _is_instance(route, route_cls) or _is_instance(route, ws_cls):
+            _walk_starlette_route(walk, framework, route, prefix, overrides,
+                                  host, websocket=_is_instance(route, ws_cls))
+        elif _is_instance(route, mount_cls) or _is_instance(route, host_cls):
+            if depth >= _ROUTE_DEPTH:
+                walk.truncated = True
+                continue
+            sub_prefix, sub_host = prefix, host
+            if _is_instance(route, mount_cls):
+                sub_prefix = _join_path(prefix, _attr(route, "path"))
+            else:
+                sub_host = host + f" on host {_str_or_none(_attr(route, 'host'))}"
+            base = _attr(route, "_base_app")        # Starlette >= 0.28
+            outer = _attr(route, "app")
+            middleware, inner = _asgi_chain(outer)
+            if base is _MISSING:
+                base = inner
+            where = f"Mount {sub_prefix}" if _is_instance(
+                route, mount_cls) else "Host" + sub_host
+            middleware = middleware[:next(
+                (i for i, mw in enumerate(middleware) if mw is base),
+                len(middleware))]
+            if middleware:
+                # Endpoints behind it still run: say so in their via.
+                sub_host += (f" behind {where} middleware " + ", ".join(
+                    _str_or_none(_type_qualname(type(mw))) or "?"
+                    for mw in middleware))
+            for mw in middleware:
+                cls = type(mw)
+                for attr in ("dispatch", "__call__"):
+                    func = _class_lookup(cls, attr)
+                    if type(func) is _FunctionType:
+                        walk.site(framework, ["*"],
+                                  _join_path(sub_prefix, "/*"), "middleware",
+                                  f"{_type_qualname(cls)}.{attr} (middleware "
+                                  f"of {where})", func)
+            _walk_asgi_app(walk, framework, base, sub_prefix, depth + 1,
+                           overrides, sub_host)
+
+
+def _walk_asgi_app(walk, framework, app, prefix, depth, overrides, host):
+    """What a Mount/Host serves: a Starlette/FastAPI app, a Router, or an
+    arbitrary ASGI callable (reported as the endpoint of prefix/*)."""
+    starlette_cls = _loaded_class("starlette.applications", "Starlette")
+    router_cls = _loaded_class("starlette.routing", "Router")
+    if _is_instance(app, starlette_cls):
+        walk.nested.add(id(app))
+        _walk_starlette_app(walk, app, prefix, depth, host)
+    elif _is_instance(app, router_cls):
+        _walk_starlette_routes(walk, framework, _seq(_attr(app, "routes")),
+                               prefix, depth, overrides, host)
+    elif app is not _MISSING and app is not None:
+        walk.site(framework, ["*"], _join_path(prefix, "/*"), "endpoint",
+                  f"mounted app {_label(app)} of {prefix or '/'}/*{host}",
+                  app)
+
+
+def _walk_starlette_route(walk, framework, route, prefix, overrides, host,
+                          websocket):
+    path = _join_path(prefix, _attr(route, "path"))
+    methods = ["WEBSOCKET"] if websocket else (
+        _str_items(_attr(route, "methods")) or ["*"])
+    endpoint = _attr(route, "endpoint")
+    where = f"{_methods_text(sorted(methods))} {path}{host}"
+    # Per-route middleware (Route(..., middleware=[...]), Starlette >= 0.30)
+    # wraps route.app; it still calls the endpoint, so the endpoint fires.
+    middleware, _ = _asgi_chain(_attr(route, "app"))
+    names = [_str_or_none(_type_qualname(type(m))) or "?" for m in middleware]
+    for mw in middleware:
+        for attr in ("dispatch", "__call__"):
+            func = _class_lookup(type(mw), attr)
+            if type(func) is _FunctionType:
+                walk.site(framework, methods, path, "middleware",
+                          f"{_type_qualname(type(mw))}.{attr} (route "
+                          f"middleware of {where})", func)
+    behind = f" behind route middleware {', '.join(names)}" if names else ""
+    dependant = _attr(route, "dependant")
+    if dependant is not _MISSING and dependant is not None:
+        call = _attr(dependant, "call")
+        walk.site(framework, methods, path, "endpoint",
+                  f"endpoint {_label(call)}{behind} of {where}", call)
+        _walk_dependant(walk, framework, methods, path, dependant, [], where,
+                        overrides, 0)
+        return
+    if _is_class(endpoint):
+        # A class endpoint (HTTPEndpoint / WebSocketEndpoint, or an ASGI
+        # class): instantiated per request; HTTPEndpoint dispatches to the
+        # method named like the request's (HEAD falling back to get).
+        name = _str_or_none(_type_qualname(endpoint)) or "?"
+        init = _class_lookup(endpoint, "__init__")
+        if type(init) is _FunctionType:
+            walk.site(framework, methods, path, "endpoint",
+                      f"{name}.__init__{behind} of {where}", init)
+        wanted = methods if methods != ["*"] else (
+            _all_methods_of(endpoint) + ["HEAD"])
+        for attr, meths, func in _class_methods(endpoint, wanted, True):
+            walk.site(framework, meths, path, "endpoint",
+                      f"{name}.{attr}{behind} of "
+                      f"{_methods_text(sorted(meths))} {path}{host}", func)
+        for attr in ("__call__", "dispatch", "__await__"):
+            func = _class_lookup(endpoint, attr)
+            if type(func) is _FunctionType:
+                walk.site(framework, methods, path, "endpoint",
+                          f"{name}.{attr}{behind} of {where}", func)
+        return
+    walk.site(framework, methods, path, "endpoint",
+              f"endpoint {_label(endpoint)}{behind} of {where}", endpoint)
+
+
+def _override_of(overrides, call):
+    if overrides is None:
+        return _MISSING
+    for key, value in _items(overrides):
+        if key is call:
+            return value
+    return _MISSING
+
+
+def _walk_dependant(walk, framework, methods, path, dependant, chain, where,
+                    overrides, depth):
+    """FastAPI's Dependant tree: dependencies[*].call, recursively (a
+    sub-dependency of a sub-dependency...), app.dependency_overrides
+    applied as FastAPI applies them per request."""
+    if depth >= _ROUTE_DEPTH:
+        walk.truncated = True
+        return
+    for sub in _seq(_attr(dependant, "dependencies")):
+        if not walk.spend():
+            return
+        call = _attr(sub, "call")
+        label = f"Depends({_label(call)})"
+        override = _override_of(overrides, call)
+        inner = chain + [label]
+        via = " in ".join(reversed(inner)) + f" of {where}"
+        if override is not _MISSING:
+            # The override runs instead of the original (and its own
+            # dependencies are solved per request, not in this tree).
+            walk.site(framework, methods, path, "dependency",
+                      f"{_label(override)} overriding {via}", override)
+            continue
+        if _is_class(call):
+            # Depends(SomeClass): FastAPI instantiates it.
+            init = _class_lookup(call, "__init__")
+            if type(init) is _FunctionType:
+                walk.site(framework, methods, path, "dependency", via, init)
+        else:
+            walk.site(framework, methods, path, "dependency", via, call)
+        _walk_dependant(walk, framework, methods, path, sub, inner, where,
+                        overrides, depth + 1)
+
+
+# aiohttp
+
+def _walk_aiohttp_app(walk, app, prefix, depth):
+    for mw in _seq(_attr(app, "_middlewares")):
+        walk.site("aiohttp", ["*"], _join_path(prefix, "/*"), "middleware",
+                  f"middleware {_label(mw)} of {prefix or ''}/*", mw)
+    router = _attr(app, "_router")
+    view_cls = _loaded_class("aiohttp.web_urldispatcher", "AbstractView") \
+        or _loaded_class("aiohttp.abc", "AbstractView")
+    for resource in _seq(_attr(router, "_resources")):
+        if not walk.spend():
+            return
+        sub = _attr(resource, "_app")
+        if sub is not _MISSING and sub is not None:
+            # add_subapp: the sub-app's resources already carry the prefix
+            # (PrefixedSubAppResource.add_prefix rewrote them).
+            if depth >= _ROUTE_DEPTH:
+                walk.truncated = True
+                continue
+            walk.nested.add(id(sub))
+            sub_prefix = _str_or_none(_attr(resource, "_prefix")) or prefix
+            _walk_aiohttp_app(walk, sub, sub_prefix, depth + 1)
+            continue
+        path = _attr(resource, "_formatter")
+        if type(path) is not str:
+            path = _attr(resource, "_path")
+        if type(path) is not str:
+            continue
+        by_handler, order = {}, []
+        for route in _seq(_attr(resource, "_routes")):
+            handler = _attr(route, "_handler")
+            method = _attr(route, "_method")
+            if handler is _MISSING or type(method) is not str:
+                continue
+            if id(handler) not in by_handler:
+                by_handler[id(handler)] = (handler, [])
+                order.append(id(handler))
+            by_handler[id(handler)][1].append(method)
+        for key in order:
+            handler, methods = by_handler[key]
+            if _is_class(handler) and _is_instance(handler, type) and (
+                    view_cls is None or issubclass(handler, view_cls)):
+                # web.View: per request getattr(self, method.lower()).
+                name = _str_or_none(_type_qualname(handler)) or "?"
+                wanted = (_all_methods_of(handler) if "*" in methods
+                          else methods)
+                for attr, meths, func in _class_methods(handler, wanted,
+                                                        False):
+                    walk.site("aiohttp", meths, path, "endpoint",
+                              f"{name}.{attr} (web.View) of "
+                              f"{_methods_text(sorted(meths))} {path}", func)
+                continue
+            walk.site("aiohttp", methods, path, "endpoint",
+                      f"handler {_label(handler)} of "
+                      f"{_methods_text(sorted(methods))} {path}", handler)
+
+
+# Flask
+
+def _walk_flask_app(walk, app):
+    views = _attr(app, "view_functions")
+    url_map = _attr(app, "url_map")
+    rules = _seq(_attr(url_map, "_rules"))           # werkzeug < 2.2
+    if not rules:
+        rules = [r for group in _seq(_attr(url_map, "_rules_by_endpoint"))
+                 for r in _seq(group)]
+    for rule in rules:
+        if not walk.spend():
+            return
+        endpoint = _attr(rule, "endpoint")
+        path = _attr(rule, "rule")
+        if type(endpoint) is not str or type(path) is not str:
+            continue
+        methods = _str_items(_attr(rule, "methods"))
+        if _attr(rule, "provide_automatic_options") is True:
+            # Flask answers OPTIONS itself; the view never runs for it.
+            methods = [m for m in methods if m != "OPTIONS"]
+        view = _raw_get(views if issubclass(type(views), dict) else None,
+                        endpoint)
+        if view is _MISSING:
+            continue
+        view_class = _MISSING
+        if type(view) is _FunctionType:
+            view_class = _raw_get(_func_dict(view), "view_class")
+        where = f"{_methods_text(sorted(methods))} {path}"
+        if _is_class(view_class):
+            # View.as_view: a closure that instantiates view_class per
+            # request; MethodView dispatches on the method (HEAD -> get).
+            name = _str_or_none(_type_qualname(view_class)) or "?"
+            per_method = _class_methods(view_class, methods, True)
+            dispatch = _class_lookup(view_class, "dispatch_request")
+            flask_view = _loaded_class("flask.views", "MethodView")
+            if per_method and (flask_view is None or
+                               issubclass(view_class, flask_view)):
+                for attr, meths, func in per_method:
+                    walk.site("flask", meths, path, "view",
+                              f"{name}.{attr} (endpoint {endpoint!r}) of "
+                              f"{_methods_text(sorted(meths))} {path}", func)
+            elif type(dispatch) is _FunctionType:
+                walk.site("flask", methods, path, "view",
+                          f"{name}.dispatch_request (endpoint {endpoint!r}) "
+                          f"of {where}", dispatch)
+            continue
+        walk.site("flask", methods, path, "view",
+                  f"view {_label(view)} (endpoint {endpoint!r}) of {where}",
+                  view)
+
+
+# Django
+
+def _django_settings():
+    """The configured settings object, or None (never configures: a
+    LazySettings still holding `empty` is left alone)."""
+    conf = dict.get(sys.modules, "django.conf")
+    if conf is None:
+        return None
+    settings = _attr(conf, "settings")
+    wrapped = _attr(settings, "_wrapped")
+    functional = dict.get(sys.modules, "django.utils.functional")
+    empty = _attr(functional, "empty") if functional is not None else None
+    if wrapped is _MISSING or wrapped is None or wrapped is empty:
+        return None
+    return wrapped
+
+
+def _urlconf_patterns(urlconf):
+    if type(urlconf) is str:
+        urlconf = dict.get(sys.modules, urlconf)    # never imported here
+        if urlconf is None:
+            return []
+    if type(urlconf) in (list, tuple):
+        return _seq(urlconf)
+    return _seq(_attr(urlconf, "urlpatterns"))
+
+
+def _django_pattern_text(pattern):
+    route = _attr(pattern, "_route")
+    if type(route) is str:
+        return route
+    regex = _attr(pattern, "_regex")
+    if type(regex) is str:
+        text = regex[1:] if regex.startswith("^") else regex
+        return text[:-1] if text.endswith("$") else text
+    return ""
+
+
+def _walk_django(walk):
+    settings = _django_settings()
+    if settings is None:
+        return
+    root = _attr(settings, "ROOT_URLCONF")
+    if root is _MISSING:
+        return
+    _walk_django_patterns(walk, _urlconf_patterns(root), "/", 0)
+
+
+def _walk_django_patterns(walk, patterns, prefix, depth):
+    if depth >= _ROUTE_DEPTH:
+        walk.truncated = True
+        return
+    for entry in patterns:
+        if not walk.spend():
+            return
+        path = prefix + _django_pattern_text(_attr(entry, "pattern"))
+        callback = _attr(entry, "callback")
+        urlconf_name = _attr(entry, "urlconf_name")
+        if urlconf_name is not _MISSING:
+            # URLResolver (include()): its url_patterns once computed, else
+            # the urlconf it names.
+            patterns = _attr(entry, "url_patterns")     # cached_property
+            if type(patterns) not in (list, tuple):
+                patterns = _urlconf_patterns(urlconf_name)
+            _walk_django_patterns(walk, _seq(patterns), path, depth + 1)
+            continue
+        view_class = _MISSING
+        if type(callback) is _FunctionType:
+            view_class = _raw_get(_func_dict(callback), "view_class")
+        if _is_class(view_class):
+            # as_view(): per request getattr(self, method.lower()); setup()
+            # makes head = get when only get exists.
+            names = _seq(_class_lookup(view_class, "http_method_names"))
+            wanted = [n.upper() for n in names if type(n) is str] or [
+                m.upper() for m in _HTTP_METHODS]
+            name = _str_or_none(_type_qualname(view_class)) or "?"
+            for attr, meths, func in _class_methods(view_class, wanted,
+                                                    True):
+                walk.site("django", meths, path, "view",
+                          f"{name}.{attr} (class-based view) of "
+                          f"{_methods_text(sorted(meths))} {path}", func)
+            continue
+        walk.site("django", ["*"], path, "view",
+                  f"view {_label(callback)} of {path}", callback)
+
+
+def _walk_routes():
+    """Every route site of every live framework app."""
+    walk = _RouteWalk()
+    roots = []
+    starlette_cls = _loaded_class("starlette.applications", "Starlette")
+    aiohttp_cls = _loaded_class("aiohttp.web_app", "Application")
+    flask_cls = _loaded_class("flask.app", "Flask")
+    try:
+        apps = _live_instances([starlette_cls, aiohttp_cls, flask_cls])
+    except Exception as exc:
+        walk.errors.append(f"finding apps: {_exception_text(exc)}")
+        apps = []
+    for app in apps:
+        sub = _RouteWalk()
+        sub.budget = walk.budget
+        if _is_instance(app, starlette_cls):
+            sub.guarded("starlette", _walk_starlette_app, app, "", 0)
+        elif _is_instance(app, aiohttp_cls):
+            sub.guarded("aiohttp", _walk_aiohttp_app, app, "", 0)
+        else:
+            sub.guarded("flask", _walk_flask_app, app)
+        walk.budget = sub.budget
+        roots.append((app, sub))
+        walk.errors += sub.errors
+        walk.truncated = walk.truncated or sub.truncated
+    nested = set()
+    for _, sub in roots:
+        nested |= sub.nested
+    for app, sub in roots:
+        # A sub-app is reported once, with its mount prefix, from its
+        # parent's walk.
+        if id(app) not in nested:
+            walk.sites += sub.sites
+    walk.guarded("django", _walk_django)
+    return walk
+
+
+def _routes_for(resolved):
+    """(routes, unreachable, notes) of a resolve reply's code objects."""
+    canonical = _BACKEND.canonical if _BACKEND is not None else (
+        lambda code: code)
+    parents = resolved.get("_parents") or {}
+    probed = {}
+    identities = set()
+    module = resolved.get("module")
+    for entry in resolved.get("codes") or ():
+        code = entry.get("_code")
+        # A line in a lambda/comprehension runs when its enclosing function
+        # runs: routes reaching the enclosing code reach the line.
+        while code is not None and code.co_name != "<module>":
+            probed[id(canonical(code))] = canonical(code)
+            for fn in entry.get("functions") or ():
+                identities.add((fn.get("module"), fn.get("qualname")))
+            if entry.get("role") == "target" and type(module) is str:
+                identities.add((module, code.co_qualname))
+            code = parents.get(id(code))
+            entry = {}
+    walk = _walk_routes()
+    routes, unreachable, seen = [], [], set()
+    for site in walk.sites:
+        try:
+            reached = _reach(site.obj)
+        except Exception:
+            continue
+        hit = None
+        impostor = None
+        for code, func, wrappers in reached:
+            c = canonical(code)
+            if probed.get(id(c)) is c:
+                hit = wrappers
+                break
+            if func is not None and impostor is None and (
+                    _str_or_none(_func_module(func)),
+                    _str_or_none(_func_qualname(func))) in identities:
+                impostor = (func, code)
+        via = site.via
+        if hit is None and impostor is None:
+            continue
+        if hit:
+            via += " (wrapped by " + ", ".join(hit) + ")"
+        record = {"framework": site.framework, "methods": site.methods,
+                  "path": site.path, "role": site.role, "via": via}
+        key = (site.framework, tuple(site.methods), site.path, site.role, via)
+        if key in seen:
+            continue
+        seen.add(key)
+        if hit is not None:
+            routes.append(record)
+        else:
+            func, code = impostor
+            record["why"] = (
+                f"it holds another {_str_or_none(_func_module(func))}."
+                f"{_str_or_none(_func_qualname(func))} whose code (id {id(code):#x}, "
+                f"{code.co_filename}:{code.co_firstlineno}) is not the "
+                f"probed one: a copy a decorator recompiled, or a function "
+                f"redefined or reloaded after the route captured it")
+            unreachable.append(record)
+    notes = {}
+    if walk.truncated:
+        notes["routes_truncated"] = True
+    if walk.errors:
+        notes["routes_errors"] = walk.errors[:8]
+    return routes, unreachable, notes
+
+
+def _add_routes(reply, resolved):
+    routes, unreachable, notes = _routes_for(resolved)
+    reply["routes"] = routes
+    reply["unreachable_routes"] = unreachable
+    reply.update(notes)
+    return unreachable
+
+
+def _unreachable_message(target, unreachable):
+    first = unreachable[0]
+    more = (f" (and {len(unreachable) - 1} more route(s))"
+            if len(unreachable) > 1 else "")
+    return (f"{target}: route {_methods_text(first['methods'])} "
+            f"{first['path']} ({first['framework']}, {first['via']}) would "
+            f"never fire the probe: {first['why']}{more}; probe the function "
+            f"the route holds, or restart the service so route and module "
+            f"agree")
 
 
 # -- hooking --
@@ -2588,6 +3445,13 @@ def _hook_command(command):
                     f"object to hook")
     line_code_ids = [id(backend.canonical(e["_code"]))
                      for e in resolved["codes"] if id(e["_code"]) in line_ids]
+    # Routes are read before anything changes: a route that holds a copy
+    # of the probed function with other code would never fire, and that is
+    # an error, not a READY (see "framework routes").
+    routes, unreachable, route_notes = _routes_for(resolved)
+    if unreachable:
+        raise _Fail("RUNTIME_ERROR", _unreachable_message(
+            resolved.get("target"), unreachable))
     replaced = HOOKS.pop(probe_id, None)
     if replaced is not None:
         try:
@@ -2610,7 +3474,9 @@ def _hook_command(command):
         reply["line_code_id"] = line_code_ids[0]
     reply.update(probe_id=probe_id, slot=slot, events=events,
                  mechanism=backend.name, replaced=replaced is not None,
-                 codes=result["codes"], changed=result["changed"])
+                 codes=result["codes"], changed=result["changed"],
+                 routes=routes)
+    reply.update(route_notes)
     return reply
 
 
