@@ -323,6 +323,11 @@ static int pick_slot(struct trace *tr)
 				   &gate, sizeof(gate)) == 0 && !gate.armed)) {
 			tr->slot = slot;
 			proc_mem_close(&pm);
+			/* A reused slot starts from zero: its counters are ours. */
+			if (tr->hc.state.gates) {
+				memset(&gate, 0, sizeof(gate));
+				pt_write_mem(env.pid, gate_addr(tr), &gate, sizeof(gate));
+			}
 			return 0;
 		}
 	}

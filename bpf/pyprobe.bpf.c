@@ -619,7 +619,10 @@ static __always_inline int capture(__u64 frame, __s64 line, __u32 event,
 		push(sc, value, 0);
 	if (event == PYPROBE_EV_EXCEPTION && value)
 		push(sc, read_u64(value + lay->exc_args), 1);
-	if (cfg->capture & (PYPROBE_CAPTURE_ARGS | PYPROBE_CAPTURE_LOCALS)) {
+	/* The end of a call carries only its value: the arguments came with
+	 * the entry, and capturing them twice doubles the cost per call. */
+	if ((cfg->capture & (PYPROBE_CAPTURE_ARGS | PYPROBE_CAPTURE_LOCALS)) &&
+	    event != PYPROBE_EV_RETURN && event != PYPROBE_EV_EXCEPTION) {
 		w.frame = frame;
 		bpf_loop(PYPROBE_MAX_VARS, var_step, &w, 0);
 	}
