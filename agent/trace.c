@@ -305,6 +305,28 @@ static void set_gate(struct trace *tr, bool armed, uint64_t next_allowed_ns)
 	proc_mem_close(&pm);
 }
 
+/*
+ * Tell the helper where a thread state keeps its running frame, so its
+ * gate can pair call ends with the starts it let through (a rate-limited
+ * call then pays no trap at either end).
+ */
+static void tell_frame_offsets(struct trace *tr)
+{
+	const struct py_offsets *o = &tr->pp.offsets;
+	uint64_t where[3] = {
+		o->tstate_cframe == PY_OFF_NONE ? UINT64_MAX : o->tstate_cframe,
+		o->cframe_current_frame, o->tstate_current_frame,
+	};
+	uint64_t known = 1;
+
+	if (pt_write_mem(env.pid, tr->hc.state_addr +
+			 offsetof(struct pydi_helper_state, tstate_cframe),
+			 where, sizeof(where)) == 0)
+		pt_write_mem(env.pid, tr->hc.state_addr +
+			     offsetof(struct pydi_helper_state, frame_known),
+			     &known, sizeof(known));
+}
+
 /* A free gate slot: random start, first one not armed. */
 static int pick_slot(struct trace *tr)
 {
@@ -783,6 +805,7 @@ static int run(struct trace *tr)
 		if (probe_engine_get_layout(tr->engine, env.pid, &lay) == 0)
 			tr->target.true_addr = lay.true_addr;
 	}
+	tell_frame_offsets(tr);
 	if (pick_slot(tr)) {
 		emit_status(tr, "ERROR", "RUNTIME_ERROR", "no free probe slot in the helper", NULL);
 		return EXIT_CANNOT_ATTACH;

@@ -292,8 +292,9 @@ def report(args, results, cfgs, python_version, started, profile=None):
               "The BPF capture has still run in full for them (it is built in per-CPU scratch",
               "before the ring-buffer copy); only the copy is skipped. In a function probe the",
               "call end traps and is captured too (its return value only): two BPF runs",
-              "per call. In row 2e the helper's gate keeps rate-limited call starts from the",
-              "trap, but every call end still traps while the probe is armed.",
+              "per call. In row 2e the helper's gate keeps rate-limited calls from the trap at",
+              "both ends: it remembers (by frame) the call starts it let through, and only",
+              "their ends trap.",
               "", "pydi's own counters per round (snapshots; calls seen by the helper's hook;",
               "calls the gate kept from the uprobe trap; hits that reached BPF; drops):", ""]
     for key, rs in results.items():

@@ -81,6 +81,16 @@ struct pydi_helper_state {
 	uint64_t gates;			/* address of struct pydi_gate[PYDI_MAX_GATES] */
 	uint64_t hook_fn;		/* address of pydi_hook_event */
 	char error[256];		/* why status is FAILED */
+	/*
+	 * Where a thread state keeps its running frame, written by the agent
+	 * from its offsets (frame_known = 0 until then). With it the hook
+	 * remembers which calls it let through, so the end of a call whose
+	 * start the gate stopped does not pay the trap either.
+	 */
+	uint64_t frame_known;
+	uint64_t tstate_cframe;		/* UINT64_MAX: the frame hangs off tstate */
+	uint64_t cframe_current_frame;
+	uint64_t tstate_current_frame;
 };
 
 #endif /* PYDI_HELPER_ABI_H */

@@ -88,12 +88,67 @@ record_hit(uint64_t slot, int64_t event, int64_t line, PyObject *value)
 	Py_XDECREF(item);
 }
 
+/*
+ * Calls the hook let through, per slot, by frame address: the end of a call
+ * traps only if its start did (BPF captured, or at least saw, the start),
+ * so a rate-limited call pays no trap at either end. All of this runs under
+ * the GIL, which serializes it. A full set makes the slot trap every call
+ * end from then on: slower, never wrong.
+ */
+#define TRAPPED_PER_SLOT 8
+
+static uint64_t trapped[PYDI_MAX_GATES][TRAPPED_PER_SLOT];
+static uint8_t trapped_overflow[PYDI_MAX_GATES];
+
+static uint64_t
+current_frame(void)
+{
+	const struct pydi_helper_state *st = &pydi_helper_state;
+	uintptr_t tstate = (uintptr_t)PyThreadState_Get();
+	uintptr_t cframe;
+
+	if (!st->frame_known) {
+		return 0;
+	}
+	if (st->tstate_cframe != UINT64_MAX) {
+		cframe = *(uintptr_t *)(tstate + st->tstate_cframe);
+		return cframe ? *(uint64_t *)(cframe + st->cframe_current_frame) : 0;
+	}
+	return *(uint64_t *)(tstate + st->tstate_current_frame);
+}
+
+static void
+remember_call(uint64_t slot, uint64_t frame)
+{
+	for (int i = 0; i < TRAPPED_PER_SLOT; i++) {
+		if (trapped[slot][i] == 0 || trapped[slot][i] == frame) {
+			trapped[slot][i] = frame;
+			return;
+		}
+	}
+	trapped_overflow[slot] = 1;
+}
+
+/* Was this call's start let through? Forgets it either way. */
+static int
+forget_call(uint64_t slot, uint64_t frame)
+{
+	for (int i = 0; i < TRAPPED_PER_SLOT; i++) {
+		if (trapped[slot][i] == frame) {
+			trapped[slot][i] = 0;
+			return 1;
+		}
+	}
+	return 0;
+}
+
 /* The hot path: count, check the gate, trap. */
 static void
 hook_hit(uint64_t slot, int64_t event, int64_t line, PyObject *value)
 {
 	struct pydi_gate *gate;
-	uint64_t next_allowed;
+	uint64_t next_allowed, frame = 0;
+	int limited;
 
 	if (slot >= PYDI_MAX_GATES) {
 		return;
@@ -104,17 +159,30 @@ hook_hit(uint64_t slot, int64_t event, int64_t line, PyObject *value)
 	if (!__atomic_load_n(&gate->armed, __ATOMIC_RELAXED)) {
 		return;
 	}
-	/*
-	 * Only the start of a call (or a line) is rate-limited here: the end
-	 * of a call whose entry BPF captured must reach BPF whatever the gate
-	 * says by then, or the snapshot loses its return value. BPF drops the
-	 * ends of calls it did not capture.
-	 */
 	next_allowed = __atomic_load_n(&gate->next_allowed_ns, __ATOMIC_RELAXED);
-	if (next_allowed != 0 && (event == PYDI_EV_ENTRY || event == PYDI_EV_LINE)
-	    && now_ns() < next_allowed) {
-		gate->skipped++;
-		return;
+	limited = next_allowed != 0 && now_ns() < next_allowed;
+	if (event == PYDI_EV_ENTRY || event == PYDI_EV_LINE) {
+		if (limited) {
+			gate->skipped++;
+			return;
+		}
+		if (event == PYDI_EV_ENTRY && (frame = current_frame()) != 0) {
+			remember_call(slot, frame);
+		}
+	}
+	else {
+		/*
+		 * The end of a call must reach BPF whenever its start did (the
+		 * snapshot needs its return value), whatever the gate says by
+		 * now. Without frame offsets every call end traps; BPF drops the
+		 * ones whose start it did not capture.
+		 */
+		frame = current_frame();
+		if (frame != 0 && !forget_call(slot, frame) && limited
+		    && !trapped_overflow[slot]) {
+			gate->skipped++;
+			return;
+		}
 	}
 	trap_count++;
 	if (record_list != NULL) {
