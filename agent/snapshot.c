@@ -261,7 +261,11 @@ static json_t *decode_pairs(struct decode *d, const char *type,
 		else
 			val = decode_value(d, value, depth + 1);
 		if (as_fields) {
-			json_object_set_new(container, name ? name : "?", val);
+			char unnamed[32];
+
+			/* A name that did not fit the budget: keep the field apart. */
+			snprintf(unnamed, sizeof(unnamed), "<field %zu>", i);
+			json_object_set_new(container, name ? name : unnamed, val);
 		} else {
 			json_array_append_new(container, json_pack("{s:o,s:o}", "key",
 					      decode_value(d, key, depth + 1), "value", val));
@@ -290,6 +294,7 @@ static json_t *decode_value(struct decode *d, uint64_t addr, unsigned int depth)
 	const struct pyprobe_obj *obj;
 	const uint8_t *payload;
 	const char *tname;
+	char tname_buf[sizeof(d->t->types[0].name)];
 	json_t *v = NULL;
 	char buf[PYPROBE_STR_MAX * 4 + 8];
 	int i;
@@ -301,7 +306,10 @@ static json_t *decode_value(struct decode *d, uint64_t addr, unsigned int depth)
 		return not_captured("object", o->cap->truncated ? "capture_budget" : "depth");
 	obj = o->obj[i];
 	payload = o->payload[i];
-	tname = obj->kind == PYOBJ_NONE ? "NoneType" : type_name(d->t, obj->type);
+	/* A copy: decoding what this object holds reuses the type cache. */
+	snprintf(tname_buf, sizeof(tname_buf), "%s",
+		 obj->kind == PYOBJ_NONE ? "NoneType" : type_name(d->t, obj->type));
+	tname = tname_buf;
 	if (redact_type(d->p->redactor, tname))
 		return not_captured(tname, "redacted");
 
