@@ -626,8 +626,10 @@ static __always_inline int capture(__u64 frame, __s64 line, __u32 event,
 		w.frame = frame;
 		bpf_loop(PYPROBE_MAX_VARS, var_step, &w, 0);
 	}
-	/* An exception always carries where it was raised. */
-	if ((cfg->capture & PYPROBE_CAPTURE_STACK) || event == PYPROBE_EV_EXCEPTION) {
+	/* An exception always carries where it was raised; a return needs no
+	 * stack (the entry's is the snapshot's). */
+	if (((cfg->capture & PYPROBE_CAPTURE_STACK) && event != PYPROBE_EV_RETURN) ||
+	    event == PYPROBE_EV_EXCEPTION) {
 		w.frame = frame;
 		bpf_loop(PYPROBE_MAX_FRAMES, frame_step, &w, 0);
 	}
