@@ -931,7 +931,8 @@ def test_symlinked_interpreter_path_is_never_followed(tmp_path):
         assert shown["version"].startswith("3.14."), shown
         assert shown["instrumentable"] is True, shown
         assert shown["other_mount_ns"] is True and shown["ns_pid"] == 1
-        assert shown["interpreter_file"].startswith(copied), shown
+        # Named from our root: a chroot running the suite adds its prefix.
+        assert copied in shown["interpreter_file"], shown
         # The uprobe on the interpreter binary (--no-inject), first. A
         # snapshot proves it sits on the mapped inode: one placed through
         # the path would land on the host file and never fire (inotify
