@@ -17,7 +17,6 @@ import subprocess
 import threading
 import time
 
-import jsonschema
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -40,29 +39,7 @@ line_markers = integration.line_markers
 TRACE_TIMEOUT = 20
 
 
-# -- schemas --
-
-def _load_schema(name):
-    with open(os.path.join(SOURCE, "schemas", name)) as f:
-        return json.load(f)
-
-
-CLI_SCHEMA = _load_schema("cli-output.schema.json")
-SNAPSHOT_SCHEMA = _load_schema("snapshot.schema.json")
-# jsonschema 4.10 (Debian 12) has no `referencing`: resolve the snapshot
-# $ref through a RefResolver store keyed by the schemas' $id.
-_RESOLVER = jsonschema.RefResolver.from_schema(
-    CLI_SCHEMA, store={CLI_SCHEMA["$id"]: CLI_SCHEMA,
-                       SNAPSHOT_SCHEMA["$id"]: SNAPSHOT_SCHEMA})
-CLI_VALIDATOR = jsonschema.Draft202012Validator(CLI_SCHEMA, resolver=_RESOLVER)
-
-
-def parse_line(line):
-    obj = json.loads(line)
-    errors = sorted(CLI_VALIDATOR.iter_errors(obj), key=str)
-    assert not errors, f"schema errors in {line!r}: " + "; ".join(
-        f"{list(e.absolute_path)}: {e.message}" for e in errors[:5])
-    return obj
+parse_line = integration.parse_cli_line
 
 
 # -- the app under test --
@@ -397,6 +374,33 @@ def error_case(app, target, cause, words):
         assert word in error["message"], (word, error)
     assert_original(app)
     return error
+
+
+# Line probes that can never fire: each is an ERROR naming why, and where
+# the lines are, the nearest executable ones. Apps mark their sync handler
+# with LINE:sync_blank (one past a blank line), sync_body and sync_return,
+# and their async handler with async_after_await (outside the sync one).
+LINE_NOT_EXECUTABLE_CASES = ["partial_of_builtin",
+                             "callable_instance_without_python_call",
+                             "blank", "outside_function"]
+
+
+def line_not_executable(app, module, sync_handler, case):
+    lines = app.lines
+    if case == "partial_of_builtin":
+        error_case(app, f"{module}:builtin_partial@1", "LINE_NOT_EXECUTABLE",
+                   ["no Python code"])
+    elif case == "callable_instance_without_python_call":
+        error_case(app, f"{module}:pick_first@1", "LINE_NOT_EXECUTABLE",
+                   ["no Python code"])
+    elif case == "blank":
+        error_case(app, f"{module}:{sync_handler}@{lines['sync_blank'] - 1}",
+                   "LINE_NOT_EXECUTABLE",
+                   ["blank", str(lines["sync_body"]), str(lines["sync_return"])])
+    else:
+        error_case(app, f"{module}:{sync_handler}@{lines['async_after_await']}",
+                   "LINE_NOT_EXECUTABLE",
+                   ["outside", "nearest", str(lines["sync_return"])])
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -6,7 +6,8 @@ in an async route after an await; LINE_NOT_EXECUTABLE with the nearest
 executable lines named."""
 import pytest
 
-from conftest import (Load, Route, args_of, dict_of, error_case, finish_app,
+from conftest import (Load, Route, args_of, dict_of, finish_app,
+                      LINE_NOT_EXECUTABLE_CASES, line_not_executable,
                       int_of, line_locals, probe_case, ret_of, start_app)
 
 M = "fastapi_app"
@@ -122,26 +123,6 @@ def test_line_in_async_route_after_await(served):
 
 # -- LINE_NOT_EXECUTABLE --
 
-def test_line_on_partial_of_builtin(served):
-    error_case(served[0], f"{M}:builtin_partial@1", "LINE_NOT_EXECUTABLE",
-               ["no Python code"])
-
-
-def test_line_on_callable_instance_without_python_call(served):
-    error_case(served[0], f"{M}:pick_first@1", "LINE_NOT_EXECUTABLE",
-               ["no Python code"])
-
-
-def test_line_blank(served):
-    app, _ = served
-    blank = app.lines["sync_blank"] - 1
-    error_case(app, f"{M}:sync_route@{blank}", "LINE_NOT_EXECUTABLE",
-               ["blank", str(app.lines["sync_body"]),
-                str(app.lines["sync_return"])])
-
-
-def test_line_outside_function(served):
-    app, _ = served
-    outside = app.lines["async_after_await"]
-    error_case(app, f"{M}:sync_route@{outside}", "LINE_NOT_EXECUTABLE",
-               ["outside", "nearest", str(app.lines["sync_return"])])
+@pytest.mark.parametrize("case", LINE_NOT_EXECUTABLE_CASES)
+def test_line_not_executable(served, case):
+    line_not_executable(served[0], M, "sync_route", case)

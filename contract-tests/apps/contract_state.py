@@ -48,3 +48,32 @@ def on_stdin_close(stop):
 
 def announce(port):
     print(f"port {port}", flush=True)
+
+
+def serve_asgi(app):
+    """Serve an ASGI app with uvicorn on a loopback port; announce the port
+    once uvicorn is listening; stop when stdin closes."""
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, log_level="warning", lifespan="off",
+                            access_log=False)
+    server = uvicorn.Server(config)
+
+    def handshake():
+        while not server.started:
+            if server.should_exit:
+                return
+            threading.Event().wait(0.01)
+        announce(sock.getsockname()[1])
+
+    def stop():
+        server.should_exit = True
+
+    threading.Thread(target=handshake, daemon=True).start()
+    on_stdin_close(stop)
+    server.run(sockets=[sock])

@@ -15,13 +15,10 @@ Prints "port N" when serving; exits when stdin closes.
 import asyncio
 import functools
 import operator
-import socket
-import threading
 
-import uvicorn
 from fastapi import APIRouter, Depends, FastAPI
 
-from contract_state import announce, on_stdin_close, state, watch
+from contract_state import serve_asgi, state, watch
 
 app = FastAPI()
 
@@ -120,28 +117,5 @@ for _name, _f in [("sync_route", sync_route), ("async_route", async_route),
     watch(_name, _f)
 
 
-def main():
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="warning", lifespan="off",
-                            access_log=False)
-    server = uvicorn.Server(config)
-
-    def handshake():
-        while not server.started:
-            if server.should_exit:
-                return
-            threading.Event().wait(0.01)
-        announce(sock.getsockname()[1])
-
-    def stop():
-        server.should_exit = True
-
-    threading.Thread(target=handshake, daemon=True).start()
-    on_stdin_close(stop)
-    server.run(sockets=[sock])
-
-
 if __name__ == "__main__":
-    main()
+    serve_asgi(app)

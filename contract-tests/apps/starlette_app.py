@@ -15,16 +15,13 @@ import asyncio
 import functools
 import inspect
 import operator
-import socket
-import threading
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
-from contract_state import announce, on_stdin_close, state, watch
+from contract_state import serve_asgi, state, watch
 
 
 async def async_endpoint(request):
@@ -100,28 +97,5 @@ for _f in (async_endpoint, sync_endpoint, mounted_endpoint, mw_endpoint):
     watch(_f.__name__, _f)
 
 
-def main():
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="warning", lifespan="off",
-                            access_log=False)
-    server = uvicorn.Server(config)
-
-    def handshake():
-        while not server.started:
-            if server.should_exit:
-                return
-            threading.Event().wait(0.01)
-        announce(sock.getsockname()[1])
-
-    def stop():
-        server.should_exit = True
-
-    threading.Thread(target=handshake, daemon=True).start()
-    on_stdin_close(stop)
-    server.run(sockets=[sock])
-
-
 if __name__ == "__main__":
-    main()
+    serve_asgi(app)

@@ -6,12 +6,40 @@ import re
 import subprocess
 import time
 
+import jsonschema
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.environ.get("PYDI_SOURCE", os.path.dirname(os.path.dirname(HERE)))
 PYDI = os.environ.get("PYDI", os.path.join(SOURCE, "build", "pydi"))
 HOST_PYTHON = "/usr/bin/python3"
+
+
+def _load_schema(name):
+    with open(os.path.join(SOURCE, "schemas", name)) as f:
+        return json.load(f)
+
+
+# Every line `pydi -j trace` prints is checked against the CLI schema, which
+# refers to the snapshot schema. jsonschema 4.10 (Debian 12) has no
+# `referencing`: resolve that $ref through a RefResolver store keyed by $id.
+CLI_SCHEMA = _load_schema("cli-output.schema.json")
+SNAPSHOT_SCHEMA = _load_schema("snapshot.schema.json")
+jsonschema.Draft202012Validator.check_schema(CLI_SCHEMA)
+jsonschema.Draft202012Validator.check_schema(SNAPSHOT_SCHEMA)
+CLI_VALIDATOR = jsonschema.Draft202012Validator(
+    CLI_SCHEMA, resolver=jsonschema.RefResolver.from_schema(
+        CLI_SCHEMA, store={CLI_SCHEMA["$id"]: CLI_SCHEMA,
+                           SNAPSHOT_SCHEMA["$id"]: SNAPSHOT_SCHEMA}))
+
+
+def parse_cli_line(line):
+    """One line of `pydi -j` output, parsed and validated."""
+    obj = json.loads(line)
+    errors = sorted(CLI_VALIDATOR.iter_errors(obj), key=str)
+    assert not errors, f"schema errors in {line!r}: " + "; ".join(
+        f"{list(e.absolute_path)}: {e.message}" for e in errors[:5])
+    return obj
 
 
 def line_markers(path):
