@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "helper_client.h"
 #include "mapped_elf.h"
 #include "memread.h"
@@ -123,14 +124,6 @@ static int open_channel(struct helper_client *hc)
 	return 0;
 }
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 #define STATE_FIELD(hc, f) ((hc)->state_addr + offsetof(struct pydi_helper_state, f))
 
 /*
@@ -150,7 +143,7 @@ int helper_lock(pid_t pid, enum helper_lock_role role, int timeout_ms,
 		.l_start = (off_t)pid * 2 + role,
 		.l_len = 1,
 	};
-	uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+	uint64_t deadline = monotonic_ms() + (uint64_t)timeout_ms;
 	int fd;
 
 	*lock_fd = -1;
@@ -158,7 +151,7 @@ int helper_lock(pid_t pid, enum helper_lock_role role, int timeout_ms,
 	if (fd < 0)
 		return 0;	/* no place for the lock (read-only /run): go unlocked */
 	while (fcntl(fd, F_OFD_SETLK, &fl)) {
-		if ((errno != EAGAIN && errno != EACCES) || now_ms() >= deadline) {
+		if ((errno != EAGAIN && errno != EACCES) || monotonic_ms() >= deadline) {
 			int err = errno == EAGAIN || errno == EACCES ? -EBUSY : -errno;
 
 			close(fd);
@@ -182,13 +175,13 @@ static int command_locked(struct helper_client *hc, const char *json,
 int helper_command(struct helper_client *hc, const char *json, char **reply,
 		   int timeout_ms)
 {
-	uint64_t start = now_ms();
+	uint64_t start = monotonic_ms();
 	int lock_fd, err;
 
 	err = helper_lock(hc->pid, HELPER_LOCK_COMMAND, timeout_ms, &lock_fd);
 	if (err)
 		return err;
-	timeout_ms -= (int)(now_ms() - start);
+	timeout_ms -= (int)(monotonic_ms() - start);
 	err = command_locked(hc, json, reply, timeout_ms > 0 ? timeout_ms : 0);
 	helper_unlock(lock_fd);
 	return err;
@@ -220,7 +213,7 @@ static int command_locked(struct helper_client *hc, const char *json,
 	if (write(hc->wake_fd, &one, sizeof(one)) < 0)
 		return -errno;
 
-	deadline = now_ms() + (uint64_t)timeout_ms;
+	deadline = monotonic_ms() + (uint64_t)timeout_ms;
 	for (;;) {
 		struct pollfd p = { .fd = hc->done_fd, .events = POLLIN };
 		uint64_t count;
@@ -229,7 +222,7 @@ static int command_locked(struct helper_client *hc, const char *json,
 			return err;
 		if (hc->state.reply_seq == seq)
 			break;
-		if (now_ms() >= deadline)
+		if (monotonic_ms() >= deadline)
 			return -ETIMEDOUT;
 		if (poll(&p, 1, 50) > 0 && read(hc->done_fd, &count, sizeof(count)) < 0 &&
 		    errno != EAGAIN)
@@ -252,15 +245,8 @@ static int command_locked(struct helper_client *hc, const char *json,
 
 int helper_set_lease(struct helper_client *hc, uint64_t lease_ms)
 {
-	uint64_t deadline = 0;
+	uint64_t deadline = lease_ms ? monotonic_ns() + lease_ms * 1000000ull : 0;
 
-	if (lease_ms) {
-		struct timespec ts;
-
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		deadline = (uint64_t)ts.tv_sec * 1000000000ull +
-			   (uint64_t)ts.tv_nsec + lease_ms * 1000000ull;
-	}
 	return pt_write_mem(hc->pid, STATE_FIELD(hc, lease_deadline_ns),
 			    &deadline, sizeof(deadline));
 }

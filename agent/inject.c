@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
+#include "errbuf.h"
 #include "inject.h"
 #include "memread.h"
 #include "mapped_elf.h"
@@ -71,15 +72,6 @@ const char *inject_path_name(enum inject_path path)
 	}
 }
 
-static void set_err(char *err, size_t len, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, len, fmt, ap);
-	va_end(ap);
-}
-
 static bool is_parked_syscall(long nr)
 {
 	for (size_t i = 0; i < sizeof(parked_syscalls) / sizeof(parked_syscalls[0]); i++)
@@ -95,14 +87,6 @@ static bool interrupted_in_syscall(const struct pt_thread *t)
 	return is_parked_syscall((long)t->saved_regs.orig_rax) &&
 	       (rax == -EINTR || rax == -ERESTARTSYS || rax == -ERESTARTNOINTR ||
 		rax == -ERESTARTNOHAND || rax == -ERESTART_RESTARTBLOCK);
-}
-
-static double now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 static int find_symbols(struct pyproc *pp, struct target_syms *s, char *err,
@@ -330,7 +314,7 @@ static int bootstrap_text(char *buf, size_t len, int fd, int status_fd,
 static int wait_ready(struct pyproc *pp, struct helper_client *hc,
 		      int status_local, int timeout_ms, char *err, size_t err_len)
 {
-	double deadline = now_ms() + timeout_ms;
+	double deadline = (monotonic_ns() / 1e6) + timeout_ms;
 	char msg[BOOT_ERROR_MAX];
 
 	for (;;) {
@@ -347,7 +331,7 @@ static int wait_ready(struct pyproc *pp, struct helper_client *hc,
 				pp->pid, msg);
 			return -EIO;
 		}
-		if (now_ms() >= deadline)
+		if ((monotonic_ns() / 1e6) >= deadline)
 			return -ETIMEDOUT;
 		usleep(2000);
 	}
@@ -559,7 +543,7 @@ static int inject_locked(struct pyproc *pp, struct helper_client *hc,
 	struct py_thread threads[256];
 	struct target_syms syms;
 	struct pt_thread *t;
-	double start = now_ms();
+	double start = (monotonic_ns() / 1e6);
 	size_t count, order[256], n = 0;
 	struct pending_boot pb;
 	int ret;
@@ -656,7 +640,7 @@ static int inject_locked(struct pyproc *pp, struct helper_client *hc,
 	/* On -EIO the bootstrap ran and failed (err says why); its text page
 	 * stays mapped: only _start unmaps it. */
 	close(pb.status_local);
-	res->elapsed_ms = now_ms() - start;
+	res->elapsed_ms = (monotonic_ns() / 1e6) - start;
 	free(t);
 	return ret;
 done:
@@ -667,6 +651,6 @@ done:
 			set_err(err, err_len, "pid %d: the helper loaded but did not report ready: %s",
 				pp->pid, strerror(-ret));
 	}
-	res->elapsed_ms = now_ms() - start;
+	res->elapsed_ms = (monotonic_ns() / 1e6) - start;
 	return ret;
 }

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "ptrace_call.h"
 
 /* The System V ABI lets leaf functions use 128 bytes below rsp. */
@@ -23,18 +24,10 @@
 /* A return to this address faults: that fault is our "call returned". */
 #define RETURN_TRAP 0
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* Wait for the thread to stop: 0 with *status, -ESRCH, -ETIMEDOUT. */
 static int wait_stop(pid_t tid, int *status, int timeout_ms)
 {
-	uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+	uint64_t deadline = monotonic_ms() + (uint64_t)timeout_ms;
 
 	for (;;) {
 		pid_t r = waitpid(tid, status, __WALL | WNOHANG);
@@ -46,7 +39,7 @@ static int wait_stop(pid_t tid, int *status, int timeout_ms)
 		}
 		if (r < 0 && errno != EINTR)
 			return -errno;
-		if (now_ms() >= deadline)
+		if (monotonic_ms() >= deadline)
 			return -ETIMEDOUT;
 		usleep(200);
 	}

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "py_offsets.h"
+#include "pyprobe.h"
 
 #define NONE PY_OFF_NONE
 
@@ -87,7 +88,7 @@ static const struct py_offsets table_311 = {
 	.long_digit = 24,
 	.long_is_tagged = false,
 	.dict_values_items = 0,
-	.attrs_mode = 1,	/* dict at obj-24, values at obj-32 */
+	.attrs_mode = PYPROBE_ATTRS_311,
 	.type_cached_keys = 872,
 	.cell_ref = 16,
 	.type_dict = 264,
@@ -172,7 +173,7 @@ static const struct py_offsets table_312 = {
 	.long_digit = 24,
 	.long_is_tagged = true,
 	.dict_values_items = 0,
-	.attrs_mode = 2,	/* tagged dict-or-values at obj-24 */
+	.attrs_mode = PYPROBE_ATTRS_312,
 	.type_cached_keys = 880,
 	.cell_ref = 16,
 	.type_dict = 264,
@@ -724,7 +725,7 @@ fill_from_supplement(const struct debug_supplement *s,
 	off->frame_code_is_stackref = s->frame_code_is_stackref;
 	/* 3.13 and 3.14 agree on these; checked against live interpreters. */
 	off->dict_values_items = 8;
-	off->attrs_mode = 3;	/* dict at obj-24, inline values at basicsize */
+	off->attrs_mode = PYPROBE_ATTRS_313;
 	off->type_cached_keys = 880;
 	off->cell_ref = 16;
 	off->type_dict = 264;

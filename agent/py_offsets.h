@@ -116,7 +116,7 @@ struct py_offsets {
 	uint64_t dict_values;
 	uint64_t dict_values_items;		/* first value inside PyDictValues */
 
-	/* Where instance attributes live (PYPROBE_ATTRS_* in bpf/pyprobe.h) */
+	/* Where instance attributes live: PYPROBE_ATTRS_* (bpf/pyprobe.h) */
 	uint32_t attrs_mode;
 	uint64_t type_cached_keys;		/* PyHeapTypeObject.ht_cached_keys */
 

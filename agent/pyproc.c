@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "elf_image.h"
+#include "errbuf.h"
 #include "mapped_elf.h"
 #include "procmaps.h"
 #include "pyproc.h"
@@ -30,17 +31,6 @@ const char *py_offsets_source_name(enum py_offsets_source src)
 	default:
 		return "none";
 	}
-}
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !err_len)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, err_len, fmt, ap);
-	va_end(ap);
 }
 
 static void not_instrumentable(struct pyproc *pp, const char *fmt, ...)

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "inject.h"
 #include "memresolve.h"
 #include "main.h"
@@ -87,14 +88,6 @@ static void on_signal(int sig)
 {
 	(void)sig;
 	exiting = 1;
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 /* --- output ------------------------------------------------------------ */
@@ -383,7 +376,7 @@ static void flush_pending(struct trace *tr, size_t i, const struct pyprobe_captu
 
 static void evict_stale(struct trace *tr, bool all)
 {
-	uint64_t now = now_ns();
+	uint64_t now = monotonic_ns();
 
 	for (size_t i = 0; i < PENDING_MAX; i++)
 		if (tr->pending[i].cap &&
@@ -758,13 +751,13 @@ static int run_no_inject(struct trace *tr, bool line_probe)
 			  "invisible, and return values are not captured");
 	emit_status(tr, "READY", NULL, NULL, extra);
 	json_decref(extra);
-	return poll_loop(tr, now_ns(), false);
+	return poll_loop(tr, monotonic_ns(), false);
 }
 
 static int run(struct trace *tr)
 {
 	bool line_probe = is_line_target(env.target);
-	uint64_t start = now_ns();
+	uint64_t start = monotonic_ns();
 	struct inject_result res;
 	char err[512];
 	json_t *extra;
@@ -902,7 +895,7 @@ static int poll_loop(struct trace *tr, uint64_t start, bool renew_lease)
 	struct pyprobe_stats st;
 
 	while (!exiting) {
-		uint64_t now = now_ns();
+		uint64_t now = monotonic_ns();
 
 		if (probe_engine_poll(tr->engine, POLL_MS) < 0 && !exiting)
 			break;

@@ -294,7 +294,6 @@ static __always_inline bool put_pairs(struct walk *w, __u32 *len, __u32 depth,
 	struct pairs p = {
 		.w = w, .len = len, .depth = depth, .values = values,
 	};
-	__u32 count_at = *len;
 	__u8 log2_index = read_u8(keys + DICT_KEYS_LOG2_INDEX);
 	__u64 nentries = read_u64(keys + DICT_KEYS_NENTRIES);
 
@@ -307,7 +306,6 @@ static __always_inline bool put_pairs(struct walk *w, __u32 *len, __u32 depth,
 	p.key_at = p.stride == 24 ? 8 : 0;
 	p.limit = nentries < PYPROBE_WIDTH_MAX ? nentries : PYPROBE_WIDTH_MAX;
 	bpf_loop(PYPROBE_WIDTH_MAX, pair_step, &p, 0);
-	(void)count_at;
 	return !p.full;
 }
 

@@ -24,15 +24,6 @@ static pthread_t control_thread;
 static atomic_int stopping;
 static int thread_running;
 
-static uint64_t
-now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static void
 post(int fd)
 {

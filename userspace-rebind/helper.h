@@ -6,11 +6,23 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <time.h>
+
 #include "helper_abi.h"
 
 #define PYDI_HELPER_VERSION "0.1.0"
 
 extern struct pydi_helper_state pydi_helper_state;
+
+/* CLOCK_MONOTONIC, the clock of the lease and the gates (and of BPF). */
+static inline uint64_t
+now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 /* Start the control thread (eventfds included): 0 or -errno. */
 int control_start(void);

@@ -57,15 +57,6 @@ static uint64_t trap_count;
 static uint64_t callback_count;
 static PyObject *record_list;
 
-static uint64_t
-now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* (slot, event, line, value, code of the current frame, thread id): what
  * BPF would see, so tests can hold the hook to it. Test mode only. */
 static void
