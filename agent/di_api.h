@@ -64,4 +64,17 @@ void di_api_report(struct di_api *api, const char *service,
 
 void di_api_get_counters(struct di_api *api, struct di_api_counters *c);
 
+/*
+ * One list-instrumentation-configurations response body, parsed (pure; the
+ * fuzzer and unit tests call it). *configs gets a new array of config
+ * objects (ConfigurationData given as a JSON string is parsed; an entry
+ * that is neither object nor valid JSON string is skipped and counted in
+ * *skipped), *next_token a malloc'd token or NULL, *sync_interval_s the
+ * server's SyncInterval or 0. 0, or -EINVAL with the reason in err.
+ */
+int di_parse_list_response(const char *body, size_t len, json_t **configs,
+			   bool *changed, char **next_token,
+			   unsigned int *sync_interval_s, unsigned int *skipped,
+			   char *err, size_t err_len);
+
 #endif /* PYDI_DI_API_H */
