@@ -12,7 +12,7 @@
 #include "procmaps.h"
 #include "pyprobe.skel.h"
 
-#define MAX_LINKS 64
+#define MAX_LINKS (2 * PYPROBE_MAX_PROCS)
 
 struct probe_engine {
 	struct pyprobe *skel;

@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "clock.h"
-#include "inject.h"
+#include "attach.h"
 #include "memresolve.h"
 #include "main.h"
 #include "probe_engine.h"
@@ -61,27 +61,17 @@ struct pending {
 };
 
 struct trace {
-	struct pyproc pp;
-	struct helper_client hc;
+	struct attached_proc ap;
+	struct hooked_probe hp;
+	struct probe_spec spec;
 	struct probe_engine *engine;
-	struct snapshot_target target;
 	struct snapshot_probe probe;
 	struct redactor redactor;
 	char probe_id[32];
-	uint32_t slot;
-	json_t *codes;			/* hook reply codes */
-	json_t *keys;			/* BPF keys set, for removal */
-	json_t *routes;			/* framework routes that reach the code */
-	bool hooked;
-	bool rekey;			/* 3.11: other probes may swap our code */
 	bool active;
 	bool disabled;
 	long snapshots;
 	struct pending pending[PENDING_MAX];
-	char module[256];
-	char qualname[512];
-	char file[1024];
-	struct pyprobe_config cfg;
 };
 
 static void on_signal(int sig)
@@ -205,7 +195,7 @@ static void emit_snapshot(struct trace *tr, json_t *snap)
 		return;
 	}
 	printf("snapshot %s  %s:%s  pid %d thread %lld\n",
-	       json_string_value(json_object_get(snap, "id")), tr->module, tr->qualname,
+	       json_string_value(json_object_get(snap, "id")), tr->hp.module, tr->hp.qualname,
 	       env.pid, (long long)json_integer_value(json_object_get(
 		       json_object_get(snap, "thread"), "id")));
 	print_vars("arguments", json_object_get(json_object_get(captures, "entry"),
@@ -246,107 +236,18 @@ static void emit_snapshot(struct trace *tr, json_t *snap)
 	fflush(stdout);
 }
 
-/* --- helper commands --------------------------------------------------- */
-
-static json_t *command(struct trace *tr, json_t *cmd, char *err, size_t err_len)
+/* A free slot: random start, first one no one has armed. */
+static int pick_slot(struct trace *tr, uint32_t *slot)
 {
-	char *text = json_dumps(cmd, JSON_COMPACT), *reply = NULL;
-	json_error_t jerr;
-	json_t *parsed;
-	int ret;
-
-	json_decref(cmd);
-	if (!text) {
-		snprintf(err, err_len, "out of memory");
-		return NULL;
-	}
-	ret = helper_command(&tr->hc, text, &reply, COMMAND_TIMEOUT_MS);
-	free(text);
-	if (ret) {
-		snprintf(err, err_len, "pid %d: helper command failed: %s", env.pid,
-			 strerror(-ret));
-		return NULL;
-	}
-	parsed = json_loads(reply, 0, &jerr);
-	free(reply);
-	if (!parsed)
-		snprintf(err, err_len, "pid %d: helper sent invalid JSON: %s", env.pid, jerr.text);
-	return parsed;
-}
-
-static uint64_t gate_addr(const struct trace *tr)
-{
-	return tr->hc.state.gates + (uint64_t)tr->slot * sizeof(struct pydi_gate);
-}
-
-/* Arm or disarm the helper's gate for our slot; next_allowed_ns keeps
- * rate-limited calls away from the uprobe trap. */
-static void set_gate(struct trace *tr, bool armed, uint64_t next_allowed_ns)
-{
-	struct pydi_gate gate;
-	struct proc_mem pm;
-
-	if (!tr->hc.state.gates)
-		return;
-	proc_mem_init(&pm, env.pid);
-	if (proc_mem_read(&pm, gate_addr(tr), &gate, sizeof(gate)) == 0) {
-		gate.armed = armed;
-		gate.next_allowed_ns = next_allowed_ns;
-		pt_write_mem(env.pid, gate_addr(tr), &gate,
-			     offsetof(struct pydi_gate, hits));
-	}
-	proc_mem_close(&pm);
-}
-
-/*
- * Tell the helper where a thread state keeps its running frame, so its
- * gate can pair call ends with the starts it let through (a rate-limited
- * call then pays no trap at either end).
- */
-static void tell_frame_offsets(struct trace *tr)
-{
-	const struct py_offsets *o = &tr->pp.offsets;
-	uint64_t where[3] = {
-		o->tstate_cframe == PY_OFF_NONE ? UINT64_MAX : o->tstate_cframe,
-		o->cframe_current_frame, o->tstate_current_frame,
-	};
-	uint64_t known = 1;
-
-	if (pt_write_mem(env.pid, tr->hc.state_addr +
-			 offsetof(struct pydi_helper_state, tstate_cframe),
-			 where, sizeof(where)) == 0)
-		pt_write_mem(env.pid, tr->hc.state_addr +
-			     offsetof(struct pydi_helper_state, frame_known),
-			     &known, sizeof(known));
-}
-
-/* A free gate slot: random start, first one not armed. */
-static int pick_slot(struct trace *tr)
-{
-	struct proc_mem pm;
 	uint32_t start;
 
 	if (getrandom(&start, sizeof(start), 0) != sizeof(start))
 		start = (uint32_t)getpid();
-	proc_mem_init(&pm, env.pid);
 	for (uint32_t i = 0; i < PYDI_MAX_GATES; i++) {
-		uint32_t slot = (start + i) % PYDI_MAX_GATES;
-		struct pydi_gate gate;
-
-		if (!tr->hc.state.gates ||
-		    (proc_mem_read(&pm, tr->hc.state.gates + (uint64_t)slot * sizeof(gate),
-				   &gate, sizeof(gate)) == 0 && !gate.armed)) {
-			tr->slot = slot;
-			proc_mem_close(&pm);
-			/* A reused slot starts from zero: its counters are ours. */
-			if (tr->hc.state.gates) {
-				memset(&gate, 0, sizeof(gate));
-				pt_write_mem(env.pid, gate_addr(tr), &gate, sizeof(gate));
-			}
+		*slot = (start + i) % PYDI_MAX_GATES;
+		if (attach_slot_free(&tr->ap, *slot))
 			return 0;
-		}
 	}
-	proc_mem_close(&pm);
 	return -ENOSPC;
 }
 
@@ -362,7 +263,7 @@ static void flush_pending(struct trace *tr, size_t i, const struct pyprobe_captu
 			  size_t ret_size)
 {
 	json_t *snap = count_reached(tr) ? NULL :
-		snapshot_build(&tr->target, &tr->probe, tr->pending[i].cap,
+		snapshot_build(&tr->ap.snap, &tr->probe, tr->pending[i].cap,
 			       tr->pending[i].size, ret, ret_size);
 
 	free(tr->pending[i].cap);
@@ -387,17 +288,16 @@ static void evict_stale(struct trace *tr, bool all)
 static int on_capture(void *ctx, const struct pyprobe_capture *cap, size_t size)
 {
 	struct trace *tr = ctx;
-	struct pyprobe_stats st;
 
-	if (cap->slot != tr->slot || cap->tgid != (uint32_t)env.pid || count_reached(tr))
+	if (cap->slot != tr->hp.slot || cap->tgid != (uint32_t)env.pid || count_reached(tr))
 		return 0;
 	if (!tr->active) {
 		tr->active = true;
 		emit_status(tr, "ACTIVE", NULL, NULL, NULL);
 	}
 	if (cap->event == PYPROBE_EV_LINE ||
-	    (cap->event == PYPROBE_EV_ENTRY && !tr->cfg.pairs_return)) {
-		json_t *snap = snapshot_build(&tr->target, &tr->probe, cap, size, NULL, 0);
+	    (cap->event == PYPROBE_EV_ENTRY && !tr->hp.cfg.pairs_return)) {
+		json_t *snap = snapshot_build(&tr->ap.snap, &tr->probe, cap, size, NULL, 0);
 
 		if (snap) {
 			emit_snapshot(tr, snap);
@@ -431,9 +331,7 @@ static int on_capture(void *ctx, const struct pyprobe_capture *cap, size_t size)
 			}
 	}
 	/* Keep the gate's idea of the next allowed time current. */
-	if (tr->cfg.rate_interval_ns && probe_engine_stats(tr->engine, tr->slot, &st) == 0 &&
-	    st.tat_ns > tr->cfg.rate_burst_ns)
-		set_gate(tr, true, st.tat_ns - tr->cfg.rate_burst_ns);
+	hooked_probe_refresh_gate(&tr->ap, tr->engine, &tr->hp);
 	return 0;
 }
 
@@ -498,193 +396,32 @@ static int parse_limits(const char *arg)
 	return ret;
 }
 
-static bool is_line_target(const char *target)
-{
-	const char *colon = strrchr(target, ':');
-
-	return strchr(target, '@') || (colon && strstr(target, ".py:"));
-}
-
-/* ceil() without libm (a Debug build does not inline it). */
-static uint64_t rate_ceil(double rate)
-{
-	uint64_t whole = (uint64_t)rate;
-
-	return (double)whole < rate ? whole + 1 : whole;
-}
-
-static void fill_config(struct trace *tr, const struct pycode_info *ci, bool line_probe)
-{
-	struct pyprobe_config *c = &tr->cfg;
-	uint64_t cells = 0;
-
-	memset(c, 0, sizeof(*c));
-	c->slot = tr->slot;
-	c->capture = env.capture;
-	c->nvars = ci ? (uint32_t)(ci->nlocalsplus < PYPROBE_MAX_VARS ? ci->nlocalsplus :
-				   PYPROBE_MAX_VARS) : 0;
-	for (size_t i = 0; ci && i < ci->nlocalsplus && i < 64; i++)
-		if (ci->localsplus_kinds[i] & (CO_FAST_CELL | CO_FAST_FREE))
-			cells |= 1ull << i;
-	c->cell_mask = cells;
-	c->max_hits = env.max_hits < 0 ? DEFAULT_MAX_HITS : (uint32_t)env.max_hits;
-	if (env.rate > 0) {
-		c->rate_interval_ns = (uint64_t)(1e9 / env.rate);
-		/* A second's worth of burst, as a token bucket of size rate. */
-		c->rate_burst_ns = env.rate >= 1 ?
-			(rate_ceil(env.rate) - 1) * c->rate_interval_ns : 0;
-	}
-	c->max_string = env.limits.max_string;
-	c->max_width = env.limits.max_width;
-	c->max_depth = env.limits.max_depth;
-	c->max_fields = env.limits.max_fields;
-	c->max_frames = env.limits.max_frames;
-	c->max_objs = PYPROBE_MAX_OBJS;
-	c->pairs_return = !line_probe;
-}
-
-static int set_keys(struct trace *tr, bool line_probe)
-{
-	static const uint32_t fn_events[] = { PYPROBE_EV_ENTRY, PYPROBE_EV_RETURN,
-					      PYPROBE_EV_EXCEPTION };
-	json_t *code;
-	size_t i;
-
-	tr->keys = json_array();
-	json_array_foreach(tr->codes, i, code) {
-		uint64_t code_id = (uint64_t)json_integer_value(json_object_get(code, "code_id"));
-		int64_t line = json_integer_value(json_object_get(code, "line"));
-		const struct pycode_info *ci = code_cache_get(&tr->target.codes, code_id);
-
-		fill_config(tr, ci, line_probe);
-		for (size_t e = 0; e < (line_probe ? 1 : 3); e++) {
-			struct pyprobe_key key = {
-				.tgid = (uint32_t)env.pid,
-				.event = line_probe ? PYPROBE_EV_LINE : fn_events[e],
-				.code = code_id,
-				.line = line_probe ? line : 0,
-			};
-			int ret = probe_engine_set_probe(tr->engine, &key, &tr->cfg);
-
-			if (ret)
-				return ret;
-			json_array_append_new(tr->keys, json_pack("[I,i,I]",
-					      (json_int_t)code_id, key.event, (json_int_t)key.line));
-		}
-	}
-	return 0;
-}
-
-static void remove_keys(struct trace *tr)
-{
-	json_t *k;
-	size_t i;
-
-	json_array_foreach(tr->keys, i, k) {
-		struct pyprobe_key key = {
-			.tgid = (uint32_t)env.pid,
-			.code = (uint64_t)json_integer_value(json_array_get(k, 0)),
-			.event = (uint32_t)json_integer_value(json_array_get(k, 1)),
-			.line = json_integer_value(json_array_get(k, 2)),
-		};
-
-		probe_engine_del_probe(tr->engine, &key);
-	}
-}
-
 static void revert(struct trace *tr)
 {
-	char err[256];
-	json_t *reply;
-
-	set_gate(tr, false, 0);
-	if (tr->keys)
-		remove_keys(tr);
-	if (tr->hooked) {
-		reply = command(tr, json_pack("{s:s,s:s}", "cmd", "unhook", "probe_id",
-					      tr->probe_id), err, sizeof(err));
-		if (!reply)
-			p_info("warning: %s (the lease reverts the hooks within %d s)", err,
-			       LEASE_MS / 1000);
-		json_decref(reply);
-		tr->hooked = false;
-	}
-	helper_set_lease(&tr->hc, 0);
+	hooked_probe_detach(&tr->ap, tr->engine, tr->probe_id, &tr->hp);
+	attach_close(&tr->ap, tr->engine);
 }
 
 /* Hook the target; on a probe error print the status: exit code or 0. */
-static int hook(struct trace *tr, bool line_probe)
+static int hook(struct trace *tr, uint32_t slot)
 {
+	const char *cause;
 	char err[512];
-	json_t *reply, *events;
+	int ret;
 
-	events = line_probe ? json_pack("[s]", "line") :
-			      json_pack("[s,s,s]", "entry", "return", "exception");
-	reply = command(tr, json_pack("{s:s,s:s,s:i,s:s,s:o}", "cmd", "hook", "probe_id",
-				      tr->probe_id, "slot", tr->slot, "target", env.target,
-				      "events", events), err, sizeof(err));
-	if (!reply) {
-		emit_status(tr, "ERROR", "RUNTIME_ERROR", err, NULL);
-		return EXIT_CANNOT_ATTACH;
-	}
-	if (!json_is_true(json_object_get(reply, "ok"))) {
-		const char *cause = json_string_value(json_object_get(reply, "error_cause"));
-
-		emit_status(tr, "ERROR", cause ? cause : "RUNTIME_ERROR",
-			    json_string_value(json_object_get(reply, "message")), NULL);
-		json_decref(reply);
-		return EXIT_PROBE_ERROR;
-	}
-	tr->hooked = true;
-	tr->rekey = json_is_string(json_object_get(reply, "mechanism")) &&
-		    strcmp(json_string_value(json_object_get(reply, "mechanism")),
-			   "bytecode") == 0;
-	tr->codes = json_incref(json_object_get(reply, "codes"));
-	tr->routes = json_incref(json_object_get(reply, "routes"));
-	snprintf(tr->module, sizeof(tr->module), "%s",
-		 json_string_value(json_object_get(reply, "module")) ?: "");
-	snprintf(tr->qualname, sizeof(tr->qualname), "%s",
-		 json_string_value(json_object_get(reply, "object")) ?: "");
-	if (json_array_size(tr->codes))
-		snprintf(tr->file, sizeof(tr->file), "%s", json_string_value(json_object_get(
-			 json_array_get(tr->codes, 0), "file")) ?: "");
-	json_decref(reply);
-	if (json_array_size(tr->codes) == 0) {
-		emit_status(tr, "ERROR", line_probe ? "LINE_NOT_EXECUTABLE" : "METHOD_NOT_FOUND",
-			    "the target has no Python code to hook", NULL);
-		return EXIT_PROBE_ERROR;
+	ret = hooked_probe_attach(&tr->ap, tr->engine, &tr->spec, slot, &tr->hp, &cause,
+				  err, sizeof(err));
+	if (ret) {
+		emit_status(tr, "ERROR", cause, err, NULL);
+		return ret == -ENOENT ? EXIT_PROBE_ERROR : EXIT_CANNOT_ATTACH;
 	}
 	return 0;
 }
 
-/* The hook's warnings (e.g. 3.11 frames still running the old code, which
- * the hook cannot reach) gathered for the READY status. */
-static json_t *code_warnings(json_t *codes)
+static void fill_probe(struct trace *tr)
 {
-	json_t *all = json_array(), *code, *w;
-	size_t i, j;
-
-	json_array_foreach(codes, i, code)
-		json_array_foreach(json_object_get(code, "warnings"), j, w)
-			if (json_is_string(w))
-				json_array_append(all, w);
-	return all;
-}
-
-static void fill_probe(struct trace *tr, bool line_probe)
-{
-	tr->probe.probe_id = tr->probe_id;
+	hooked_probe_describe(&tr->hp, &tr->spec, &tr->probe);
 	tr->probe.instrumentation_type = "BREAKPOINT";
-	tr->probe.module = tr->module;
-	tr->probe.qualname = tr->qualname;
-	tr->probe.file_path = tr->file[0] ? tr->file : NULL;
-	tr->probe.line = line_probe ? (int)json_integer_value(json_object_get(
-		json_array_get(tr->codes, 0), "line")) : 0;
-	tr->probe.capture_args = env.capture & PYPROBE_CAPTURE_ARGS;
-	tr->probe.capture_locals = env.capture & PYPROBE_CAPTURE_LOCALS;
-	tr->probe.capture_return = env.capture & PYPROBE_CAPTURE_RETURN;
-	tr->probe.capture_stack = env.capture & PYPROBE_CAPTURE_STACK;
-	tr->probe.limits = env.limits;
 	tr->probe.redactor = &tr->redactor;
 }
 
@@ -695,55 +432,66 @@ static int poll_loop(struct trace *tr, uint64_t start, bool renew_lease);
  * _PyEval_EvalFrameDefault sees only frames entered from C (3.11+ inlines
  * Python-to-Python calls), so a probe may never fire: READY says so.
  */
-static int run_no_inject(struct trace *tr, bool line_probe)
+static int run_no_inject(struct trace *tr)
 {
+	struct hooked_probe *hp = &tr->hp;
+	const struct pycode_info *ci;
 	char err[512];
 	uint64_t code;
-	const struct pycode_info *ci;
 	json_t *extra;
 	int ret;
 
-	if (line_probe) {
+	if (tr->spec.line_probe) {
 		emit_status(tr, "ERROR", "LINE_NOT_EXECUTABLE",
 			    "line probes need the helper's hooks: drop --no-inject", NULL);
 		return EXIT_PROBE_ERROR;
 	}
-	ret = memresolve_code(&tr->pp, env.target, &code, err, sizeof(err));
+	ret = memresolve_code(&tr->ap.pp, env.target, &code, err, sizeof(err));
 	if (ret) {
 		emit_status(tr, "ERROR", ret == -EINVAL ? "RUNTIME_ERROR" :
 			    strstr(err, "not loaded") ? "FILE_NOT_FOUND" : "METHOD_NOT_FOUND",
 			    err, NULL);
 		return EXIT_PROBE_ERROR;
 	}
-	if (probe_engine_attach_eval_frame(tr->engine, &tr->pp, err, sizeof(err))) {
+	if (probe_engine_attach_eval_frame(tr->engine, &tr->ap.pp, err, sizeof(err))) {
 		emit_status(tr, "ERROR", "RUNTIME_ERROR", err, NULL);
 		return EXIT_CANNOT_ATTACH;
 	}
-	ci = code_cache_get(&tr->target.codes, code);
-	tr->slot = 0;
-	probe_engine_reset_stats(tr->engine, tr->slot);
-	fill_config(tr, ci, false);
+	ci = code_cache_get(&tr->ap.snap.codes, code);
+	memset(hp, 0, sizeof(*hp));
+	probe_engine_reset_stats(tr->engine, 0);
 	/* At eval-frame entry no cell exists yet: arguments are plain. */
-	tr->cfg.cell_mask = 0;
-	tr->cfg.pairs_return = 0;
+	hp->cfg.slot = 0;
+	hp->cfg.capture = tr->spec.capture;
+	hp->cfg.nvars = ci ? (uint32_t)(ci->nlocalsplus < PYPROBE_MAX_VARS ?
+					ci->nlocalsplus : PYPROBE_MAX_VARS) : 0;
+	hp->cfg.max_hits = tr->spec.max_hits;
+	if (tr->spec.rate > 0)
+		hp->cfg.rate_interval_ns = (uint64_t)(1e9 / tr->spec.rate);
+	hp->cfg.max_string = tr->spec.limits.max_string;
+	hp->cfg.max_width = tr->spec.limits.max_width;
+	hp->cfg.max_depth = tr->spec.limits.max_depth;
+	hp->cfg.max_fields = tr->spec.limits.max_fields;
+	hp->cfg.max_frames = tr->spec.limits.max_frames;
+	hp->cfg.max_objs = PYPROBE_MAX_OBJS;
 	{
 		struct pyprobe_key key = { .tgid = (uint32_t)env.pid, .event = PYPROBE_EV_ENTRY,
 					   .code = code };
 
-		ret = probe_engine_set_probe(tr->engine, &key, &tr->cfg);
-		tr->keys = json_pack("[[I,i,i]]", (json_int_t)code, PYPROBE_EV_ENTRY, 0);
+		ret = probe_engine_set_probe(tr->engine, &key, &hp->cfg);
+		hp->keys = json_pack("[[I,i,i]]", (json_int_t)code, PYPROBE_EV_ENTRY, 0);
 	}
 	if (ret) {
 		emit_status(tr, "ERROR", "RUNTIME_ERROR", "updating the probe map failed", NULL);
 		return EXIT_CANNOT_ATTACH;
 	}
-	snprintf(tr->module, sizeof(tr->module), "%.*s",
+	snprintf(hp->module, sizeof(hp->module), "%.*s",
 		 (int)(strchr(env.target, ':') - env.target), env.target);
-	snprintf(tr->qualname, sizeof(tr->qualname), "%s", strchr(env.target, ':') + 1);
+	snprintf(hp->qualname, sizeof(hp->qualname), "%s", strchr(env.target, ':') + 1);
 	if (ci)
-		snprintf(tr->file, sizeof(tr->file), "%s", ci->filename);
-	tr->codes = json_pack("[{s:I}]", "code_id", (json_int_t)code);
-	fill_probe(tr, false);
+		snprintf(hp->file, sizeof(hp->file), "%s", ci->filename);
+	hp->codes = json_pack("[{s:I}]", "code_id", (json_int_t)code);
+	fill_probe(tr);
 	tr->probe.capture_return = false;
 	extra = json_pack("{s:s,s:[s]}", "coverage", "c-entered-frames", "warnings",
 			  "--no-inject sees only frames entered from C (callbacks, map(), "
@@ -756,131 +504,56 @@ static int run_no_inject(struct trace *tr, bool line_probe)
 
 static int run(struct trace *tr)
 {
-	bool line_probe = is_line_target(env.target);
 	uint64_t start = monotonic_ns();
-	struct inject_result res;
+	uint32_t slot;
 	char err[512];
 	json_t *extra;
 	int ret;
 
 	snprintf(tr->probe_id, sizeof(tr->probe_id), "trace-%d", getpid());
-	if (pyproc_open(env.pid, &tr->pp, err, sizeof(err))) {
-		emit_status(tr, "ERROR", "RUNTIME_ERROR", err, NULL);
-		return EXIT_CANNOT_ATTACH;
-	}
-	if (!tr->pp.instrumentable) {
-		snprintf(err, sizeof(err), "pid %d: %s", env.pid, tr->pp.reason);
-		emit_status(tr, "ERROR", "LANGUAGE_MISMATCH", err, NULL);
-		return EXIT_CANNOT_ATTACH;
-	}
-	snapshot_target_init(&tr->target, &tr->pp, 0);
+	tr->spec.probe_id = tr->probe_id;
 	ret = probe_engine_open(&tr->engine, RINGBUF_BYTES, on_capture, tr, err, sizeof(err));
 	if (!ret)
-		ret = probe_engine_add_process(tr->engine, &tr->pp, err, sizeof(err));
+		ret = attach_open(&tr->ap, env.pid, tr->engine, err, sizeof(err));
 	if (ret) {
-		emit_status(tr, "ERROR", "RUNTIME_ERROR", err, NULL);
+		emit_status(tr, "ERROR", ret == -EMEDIUMTYPE ? "LANGUAGE_MISMATCH" :
+			    "RUNTIME_ERROR", err, NULL);
 		return EXIT_CANNOT_ATTACH;
 	}
 	if (env.no_inject)
-		return run_no_inject(tr, line_probe);
-	if (inject_helper(&tr->pp, &tr->hc, &res, err, sizeof(err))) {
+		return run_no_inject(tr);
+	if (attach_inject(&tr->ap, tr->engine, LEASE_MS, err, sizeof(err))) {
 		emit_status(tr, "ERROR", "RUNTIME_ERROR", err, NULL);
 		return EXIT_CANNOT_ATTACH;
 	}
-	if (probe_engine_attach_hook(tr->engine, &tr->hc, err, sizeof(err))) {
-		emit_status(tr, "ERROR", "RUNTIME_ERROR", err, NULL);
-		return EXIT_CANNOT_ATTACH;
-	}
-	/* The True singleton's address tells bools apart in decoding. */
-	{
-		struct pyprobe_layout lay;
-
-		if (probe_engine_get_layout(tr->engine, env.pid, &lay) == 0)
-			tr->target.true_addr = lay.true_addr;
-	}
-	tell_frame_offsets(tr);
-	if (pick_slot(tr)) {
+	if (pick_slot(tr, &slot)) {
 		emit_status(tr, "ERROR", "RUNTIME_ERROR", "no free probe slot in the helper", NULL);
 		return EXIT_CANNOT_ATTACH;
 	}
-	probe_engine_reset_stats(tr->engine, tr->slot);
-	helper_set_lease(&tr->hc, LEASE_MS);
-	ret = hook(tr, line_probe);
+	ret = hook(tr, slot);
 	if (ret)
 		return ret;
-	fill_probe(tr, line_probe);
-	ret = set_keys(tr, line_probe);
-	if (ret) {
-		snprintf(err, sizeof(err), "updating the probe map: %s", strerror(-ret));
-		emit_status(tr, "ERROR", "RUNTIME_ERROR", err, NULL);
-		return EXIT_CANNOT_ATTACH;
-	}
-	set_gate(tr, true, 0);
-	extra = json_pack("{s:s,s:O,s:s,s:o}", "coverage", "hooked-code", "codes", tr->codes,
-			  "inject_path", inject_path_name(res.path), "warnings",
-			  code_warnings(tr->codes));
-	if (tr->routes)
-		json_object_set(extra, "routes", tr->routes);
+	fill_probe(tr);
+	extra = json_pack("{s:s,s:O,s:s,s:o}", "coverage", "hooked-code", "codes",
+			  tr->hp.codes, "inject_path", inject_path_name(tr->ap.inject.path),
+			  "warnings", hooked_probe_warnings(&tr->hp));
+	if (tr->hp.routes)
+		json_object_set(extra, "routes", tr->hp.routes);
 	emit_status(tr, "READY", NULL, NULL, extra);
 	json_decref(extra);
 
 	return poll_loop(tr, start, true);
 }
 
-/*
- * 3.11: another probe on the same code (a second pydi, the agent) makes the
- * helper build a new hooked code object, and our BPF keys would name the old
- * one: a silent READY. Follow the code ids the helper reports.
- */
-static void follow_code_changes(struct trace *tr, bool line_probe)
-{
-	char err[256];
-	json_t *reply, *hook, *code;
-	size_t i, j;
-	bool changed = false;
-
-	reply = command(tr, json_pack("{s:s}", "cmd", "hooks"), err, sizeof(err));
-	if (!reply)
-		return;
-	json_array_foreach(json_object_get(reply, "hooks"), i, hook) {
-		const char *id = json_string_value(json_object_get(hook, "probe_id"));
-
-		if (!id || strcmp(id, tr->probe_id) != 0)
-			continue;
-		json_array_foreach(json_object_get(hook, "codes"), j, code) {
-			json_t *mine = json_array_get(tr->codes, j);
-
-			if (mine && !json_equal(json_object_get(mine, "code_id"),
-						json_object_get(code, "code_id"))) {
-				json_object_set(mine, "code_id", json_object_get(code, "code_id"));
-				changed = true;
-			}
-		}
-	}
-	json_decref(reply);
-	if (!changed)
-		return;
-	remove_keys(tr);
-	json_decref(tr->keys);
-	tr->keys = NULL;
-	if (set_keys(tr, line_probe))
-		p_info("warning: probe %s: re-keying after a code change failed", tr->probe_id);
-}
-
 /* What BPF counted, and what the helper's gate kept from the trap. */
 static void print_counters(struct trace *tr)
 {
 	struct pyprobe_stats st;
-	struct pydi_gate gate = { 0 };
-	struct proc_mem pm;
+	struct pydi_gate gate;
 
-	if (probe_engine_stats(tr->engine, tr->slot, &st))
+	if (probe_engine_stats(tr->engine, tr->hp.slot, &st))
 		return;
-	if (tr->hc.state.gates) {
-		proc_mem_init(&pm, env.pid);
-		proc_mem_read(&pm, gate_addr(tr), &gate, sizeof(gate));
-		proc_mem_close(&pm);
-	}
+	attach_read_gate(&tr->ap, tr->hp.slot, &gate);
 	p_info("pydi: probe %s: %ld snapshots; calls %llu (gated off %llu), reached BPF %llu, "
 	       "dropped: rate %llu, max-hits %llu, ring buffer %llu", tr->probe_id,
 	       tr->snapshots, (unsigned long long)gate.hits,
@@ -901,27 +574,26 @@ static int poll_loop(struct trace *tr, uint64_t start, bool renew_lease)
 			break;
 		if (now - last_renew > LEASE_RENEW_MS * 1000000ull) {
 			if (renew_lease)
-				helper_set_lease(&tr->hc, LEASE_MS);
-			if (tr->rekey)
-				follow_code_changes(tr, tr->probe.line != 0);
+				helper_set_lease(&tr->ap.hc, LEASE_MS);
+			hooked_probe_follow_code(&tr->ap, tr->engine, tr->probe_id, &tr->hp);
 			last_renew = now;
 			if (kill(env.pid, 0) && errno == ESRCH) {
 				emit_status(tr, "ERROR", "RUNTIME_ERROR", "the target exited", NULL);
-				tr->hooked = false;
+				tr->hp.hooked = false;
 				return EXIT_CANNOT_ATTACH;
 			}
 		}
 		evict_stale(tr, false);
 		if (count_reached(tr))
 			break;
-		if (!tr->disabled && tr->cfg.max_hits &&
-		    probe_engine_stats(tr->engine, tr->slot, &st) == 0 &&
-		    st.emitted >= tr->cfg.max_hits) {
+		if (!tr->disabled && tr->hp.cfg.max_hits &&
+		    probe_engine_stats(tr->engine, tr->hp.slot, &st) == 0 &&
+		    st.emitted >= tr->hp.cfg.max_hits) {
 			/* Let the returns of captured calls arrive first. */
 			probe_engine_poll(tr->engine, POLL_MS);
 			evict_stale(tr, true);
 			tr->disabled = true;
-			set_gate(tr, false, 0);
+			attach_set_gate(&tr->ap, tr->hp.slot, false, 0);
 			emit_status(tr, "DISABLED", NULL, "MaxHits reached", NULL);
 			break;
 		}
@@ -1029,7 +701,7 @@ int do_trace(int argc, char **argv)
 		goto usage;
 	env.target = argv[0];
 	if (!env.capture_given)
-		env.capture = is_line_target(env.target) ?
+		env.capture = probe_target_is_line(env.target) ?
 			PYPROBE_CAPTURE_LOCALS | PYPROBE_CAPTURE_STACK :
 			PYPROBE_CAPTURE_ARGS | PYPROBE_CAPTURE_RETURN | PYPROBE_CAPTURE_STACK;
 
@@ -1046,18 +718,20 @@ int do_trace(int argc, char **argv)
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 	signal(SIGPIPE, SIG_IGN);
+	tr->spec.target = env.target;
+	tr->spec.line_probe = probe_target_is_line(env.target);
+	tr->spec.capture = env.capture;
+	tr->spec.max_hits = env.max_hits < 0 ? DEFAULT_MAX_HITS : (uint32_t)env.max_hits;
+	tr->spec.rate = env.rate;
+	tr->spec.limits = env.limits;
 	ret = run(tr);
-	revert(tr);
+	if (tr->engine)
+		revert(tr);
 	for (size_t i = 0; i < PENDING_MAX; i++)
 		free(tr->pending[i].cap);
-	json_decref(tr->codes);
-	json_decref(tr->routes);
-	json_decref(tr->keys);
+	hooked_probe_free(&tr->hp);
 	probe_engine_close(tr->engine);
-	snapshot_target_free(&tr->target);
 	redactor_free(&tr->redactor);
-	helper_close(&tr->hc);
-	pyproc_close(&tr->pp);
 	free(tr);
 	return ret;
 usage:

@@ -1,0 +1,442 @@
+// SPDX-License-Identifier: MIT
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attach.h"
+#include "errbuf.h"
+#include "ptrace_call.h"
+
+#define COMMAND_TIMEOUT_MS	10000
+
+int attach_open(struct attached_proc *ap, pid_t pid, struct probe_engine *pe,
+		char *err, size_t err_len)
+{
+	int ret = pyproc_open(pid, &ap->pp, err, err_len);
+
+	if (ret)
+		return ret;
+	ap->opened = true;
+	snapshot_target_init(&ap->snap, &ap->pp, 0);
+	if (!ap->pp.instrumentable) {
+		set_err(err, err_len, "pid %d: %s", pid, ap->pp.reason);
+		return -EMEDIUMTYPE;
+	}
+	return probe_engine_add_process(pe, &ap->pp, err, err_len);
+}
+
+/*
+ * Tell the helper where a thread state keeps its running frame, so its
+ * gate can pair call ends with the starts it let through (a rate-limited
+ * call then pays no trap at either end).
+ */
+static void tell_frame_offsets(struct attached_proc *ap)
+{
+	const struct py_offsets *o = &ap->pp.offsets;
+	uint64_t where[3] = {
+		o->tstate_cframe == PY_OFF_NONE ? UINT64_MAX : o->tstate_cframe,
+		o->cframe_current_frame, o->tstate_current_frame,
+	};
+	uint64_t known = 1;
+
+	if (pt_write_mem(ap->pp.pid, ap->hc.state_addr +
+			 offsetof(struct pydi_helper_state, tstate_cframe),
+			 where, sizeof(where)) == 0)
+		pt_write_mem(ap->pp.pid, ap->hc.state_addr +
+			     offsetof(struct pydi_helper_state, frame_known),
+			     &known, sizeof(known));
+}
+
+int attach_inject(struct attached_proc *ap, struct probe_engine *pe,
+		  uint64_t lease_ms, char *err, size_t err_len)
+{
+	struct pyprobe_layout lay;
+	int ret;
+
+	ret = inject_helper(&ap->pp, &ap->hc, &ap->inject, err, err_len);
+	if (ret)
+		return ret;
+	ap->injected = true;
+	ret = probe_engine_attach_hook(pe, &ap->hc, err, err_len);
+	if (ret)
+		return ret;
+	/* The True singleton's address tells bools apart in decoding. */
+	if (probe_engine_get_layout(pe, ap->pp.pid, &lay) == 0)
+		ap->snap.true_addr = lay.true_addr;
+	tell_frame_offsets(ap);
+	helper_set_lease(&ap->hc, lease_ms);
+	return 0;
+}
+
+void attach_close(struct attached_proc *ap, struct probe_engine *pe)
+{
+	if (ap->injected)
+		helper_set_lease(&ap->hc, 0);
+	if (ap->opened) {
+		probe_engine_remove_process(pe, ap->pp.pid);
+		snapshot_target_free(&ap->snap);
+		pyproc_close(&ap->pp);
+	}
+	if (ap->injected)
+		helper_close(&ap->hc);
+	ap->opened = ap->injected = false;
+}
+
+json_t *attach_command(struct attached_proc *ap, json_t *cmd, char *err,
+		       size_t err_len)
+{
+	char *text = json_dumps(cmd, JSON_COMPACT), *reply = NULL;
+	json_error_t jerr;
+	json_t *parsed;
+	int ret;
+
+	json_decref(cmd);
+	if (!text) {
+		set_err(err, err_len, "out of memory");
+		return NULL;
+	}
+	ret = helper_command(&ap->hc, text, &reply, COMMAND_TIMEOUT_MS);
+	free(text);
+	if (ret) {
+		set_err(err, err_len, "pid %d: helper command failed: %s", ap->pp.pid,
+			strerror(-ret));
+		return NULL;
+	}
+	parsed = json_loads(reply, 0, &jerr);
+	free(reply);
+	if (!parsed)
+		set_err(err, err_len, "pid %d: helper sent invalid JSON: %s", ap->pp.pid,
+			jerr.text);
+	return parsed;
+}
+
+/* --- gates ---------------------------------------------------------------- */
+
+static uint64_t gate_addr(const struct attached_proc *ap, uint32_t slot)
+{
+	return ap->hc.state.gates + (uint64_t)slot * sizeof(struct pydi_gate);
+}
+
+int attach_read_gate(struct attached_proc *ap, uint32_t slot,
+		     struct pydi_gate *gate)
+{
+	struct proc_mem pm;
+	int ret;
+
+	memset(gate, 0, sizeof(*gate));
+	if (!ap->injected || !ap->hc.state.gates || slot >= PYDI_MAX_GATES)
+		return -ENOENT;
+	proc_mem_init(&pm, ap->pp.pid);
+	ret = proc_mem_read(&pm, gate_addr(ap, slot), gate, sizeof(*gate));
+	proc_mem_close(&pm);
+	return ret;
+}
+
+/* Arm or disarm a slot's gate; next_allowed_ns keeps rate-limited calls
+ * away from the uprobe trap. The counters are the helper's to write. */
+void attach_set_gate(struct attached_proc *ap, uint32_t slot, bool armed,
+		     uint64_t next_allowed_ns)
+{
+	struct pydi_gate gate;
+
+	if (attach_read_gate(ap, slot, &gate))
+		return;
+	gate.armed = armed;
+	gate.next_allowed_ns = next_allowed_ns;
+	pt_write_mem(ap->pp.pid, gate_addr(ap, slot), &gate,
+		     offsetof(struct pydi_gate, hits));
+}
+
+bool attach_slot_free(struct attached_proc *ap, uint32_t slot)
+{
+	struct pydi_gate gate;
+
+	if (slot >= PYDI_MAX_GATES)
+		return false;
+	return attach_read_gate(ap, slot, &gate) == -ENOENT || !gate.armed;
+}
+
+void attach_reset_slot(struct attached_proc *ap, struct probe_engine *pe,
+		       uint32_t slot)
+{
+	struct pydi_gate gate = { 0 };
+
+	if (ap->injected && ap->hc.state.gates)
+		pt_write_mem(ap->pp.pid, gate_addr(ap, slot), &gate, sizeof(gate));
+	probe_engine_reset_stats(pe, slot);
+}
+
+/* --- hooking a probe ------------------------------------------------------- */
+
+bool probe_target_is_line(const char *target)
+{
+	const char *colon = strrchr(target, ':');
+
+	return strchr(target, '@') || (colon && strstr(target, ".py:"));
+}
+
+/* ceil() without libm (a Debug build does not inline it). */
+static uint64_t rate_ceil(double rate)
+{
+	uint64_t whole = (uint64_t)rate;
+
+	return (double)whole < rate ? whole + 1 : whole;
+}
+
+static void fill_config(struct pyprobe_config *c, const struct probe_spec *spec,
+			uint32_t slot, const struct pycode_info *ci)
+{
+	uint64_t cells = 0;
+
+	memset(c, 0, sizeof(*c));
+	c->slot = slot;
+	c->capture = spec->capture;
+	c->nvars = ci ? (uint32_t)(ci->nlocalsplus < PYPROBE_MAX_VARS ? ci->nlocalsplus :
+				   PYPROBE_MAX_VARS) : 0;
+	for (size_t i = 0; ci && i < ci->nlocalsplus && i < 64; i++)
+		if (ci->localsplus_kinds[i] & (CO_FAST_CELL | CO_FAST_FREE))
+			cells |= 1ull << i;
+	c->cell_mask = cells;
+	c->max_hits = spec->max_hits;
+	if (spec->rate > 0) {
+		c->rate_interval_ns = (uint64_t)(1e9 / spec->rate);
+		/* A second's worth of burst, as a token bucket of size rate. */
+		c->rate_burst_ns = spec->rate >= 1 ?
+			(rate_ceil(spec->rate) - 1) * c->rate_interval_ns : 0;
+	}
+	c->max_string = spec->limits.max_string;
+	c->max_width = spec->limits.max_width;
+	c->max_depth = spec->limits.max_depth;
+	c->max_fields = spec->limits.max_fields;
+	c->max_frames = spec->limits.max_frames;
+	c->max_objs = PYPROBE_MAX_OBJS;
+	c->pairs_return = !spec->line_probe;
+}
+
+static void remove_keys(struct attached_proc *ap, struct probe_engine *pe,
+			struct hooked_probe *hp)
+{
+	json_t *k;
+	size_t i;
+
+	json_array_foreach(hp->keys, i, k) {
+		struct pyprobe_key key = {
+			.tgid = (uint32_t)ap->pp.pid,
+			.code = (uint64_t)json_integer_value(json_array_get(k, 0)),
+			.event = (uint32_t)json_integer_value(json_array_get(k, 1)),
+			.line = json_integer_value(json_array_get(k, 2)),
+		};
+
+		probe_engine_del_probe(pe, &key);
+	}
+	json_decref(hp->keys);
+	hp->keys = NULL;
+}
+
+static int set_keys(struct attached_proc *ap, struct probe_engine *pe,
+		    const struct probe_spec *spec, struct hooked_probe *hp)
+{
+	static const uint32_t fn_events[] = { PYPROBE_EV_ENTRY, PYPROBE_EV_RETURN,
+					      PYPROBE_EV_EXCEPTION };
+	json_t *code;
+	size_t i;
+
+	hp->keys = json_array();
+	json_array_foreach(hp->codes, i, code) {
+		uint64_t code_id = (uint64_t)json_integer_value(json_object_get(code, "code_id"));
+		int64_t line = json_integer_value(json_object_get(code, "line"));
+		const struct pycode_info *ci = code_cache_get(&ap->snap.codes, code_id);
+
+		fill_config(&hp->cfg, spec, hp->slot, ci);
+		for (size_t e = 0; e < (hp->line_probe ? 1 : 3); e++) {
+			struct pyprobe_key key = {
+				.tgid = (uint32_t)ap->pp.pid,
+				.event = hp->line_probe ? PYPROBE_EV_LINE : fn_events[e],
+				.code = code_id,
+				.line = hp->line_probe ? line : 0,
+			};
+			int ret = probe_engine_set_probe(pe, &key, &hp->cfg);
+
+			if (ret)
+				return ret;
+			json_array_append_new(hp->keys, json_pack("[I,i,I]",
+					      (json_int_t)code_id, key.event, (json_int_t)key.line));
+		}
+	}
+	return 0;
+}
+
+int hooked_probe_attach(struct attached_proc *ap, struct probe_engine *pe,
+			const struct probe_spec *spec, uint32_t slot,
+			struct hooked_probe *hp, const char **cause, char *err,
+			size_t err_len)
+{
+	json_t *reply, *events, *first;
+	const char *mech;
+	int ret;
+
+	memset(hp, 0, sizeof(*hp));
+	hp->slot = slot;
+	hp->line_probe = spec->line_probe;
+	hp->spec = *spec;
+	hp->spec.probe_id = hp->spec.target = NULL;
+	*cause = "RUNTIME_ERROR";
+	attach_reset_slot(ap, pe, slot);
+	events = spec->line_probe ? json_pack("[s]", "line") :
+				    json_pack("[s,s,s]", "entry", "return", "exception");
+	reply = attach_command(ap, json_pack("{s:s,s:s,s:i,s:s,s:o}", "cmd", "hook",
+					     "probe_id", spec->probe_id, "slot", slot,
+					     "target", spec->target, "events", events),
+			       err, err_len);
+	if (!reply)
+		return -EPROTO;
+	if (!json_is_true(json_object_get(reply, "ok"))) {
+		const char *c = json_string_value(json_object_get(reply, "error_cause"));
+
+		/* The reply dies here: keep the cause as a static string. */
+		*cause = !c ? "RUNTIME_ERROR" :
+			 strcmp(c, "FILE_NOT_FOUND") == 0 ? "FILE_NOT_FOUND" :
+			 strcmp(c, "METHOD_NOT_FOUND") == 0 ? "METHOD_NOT_FOUND" :
+			 strcmp(c, "LINE_NOT_EXECUTABLE") == 0 ? "LINE_NOT_EXECUTABLE" :
+			 strcmp(c, "OVERLOADED_METHODS") == 0 ? "OVERLOADED_METHODS" :
+			 "RUNTIME_ERROR";
+		set_err(err, err_len, "%s", json_string_value(json_object_get(reply, "message")) ?:
+			"the helper refused the hook");
+		json_decref(reply);
+		return -ENOENT;
+	}
+	hp->hooked = true;
+	mech = json_string_value(json_object_get(reply, "mechanism"));
+	hp->rekey = mech && strcmp(mech, "bytecode") == 0;
+	hp->codes = json_incref(json_object_get(reply, "codes"));
+	hp->routes = json_incref(json_object_get(reply, "routes"));
+	snprintf(hp->module, sizeof(hp->module), "%s",
+		 json_string_value(json_object_get(reply, "module")) ?: "");
+	snprintf(hp->qualname, sizeof(hp->qualname), "%s",
+		 json_string_value(json_object_get(reply, "object")) ?: "");
+	json_decref(reply);
+	first = json_array_get(hp->codes, 0);
+	if (!first) {
+		*cause = spec->line_probe ? "LINE_NOT_EXECUTABLE" : "METHOD_NOT_FOUND";
+		set_err(err, err_len, "the target has no Python code to hook");
+		return -ENOENT;
+	}
+	snprintf(hp->file, sizeof(hp->file), "%s",
+		 json_string_value(json_object_get(first, "file")) ?: "");
+	hp->line = spec->line_probe ? (int)json_integer_value(json_object_get(first, "line")) : 0;
+	ret = set_keys(ap, pe, spec, hp);
+	if (ret) {
+		set_err(err, err_len, "updating the probe map: %s", strerror(-ret));
+		return ret;
+	}
+	attach_set_gate(ap, slot, true, 0);
+	return 0;
+}
+
+void hooked_probe_detach(struct attached_proc *ap, struct probe_engine *pe,
+			 const char *probe_id, struct hooked_probe *hp)
+{
+	char err[256];
+	json_t *reply;
+
+	attach_set_gate(ap, hp->slot, false, 0);
+	if (hp->keys)
+		remove_keys(ap, pe, hp);
+	if (hp->hooked) {
+		reply = attach_command(ap, json_pack("{s:s,s:s}", "cmd", "unhook", "probe_id",
+						     probe_id), err, sizeof(err));
+		if (!reply)
+			fprintf(stderr, "pydi: warning: %s (the lease reverts the hooks)\n", err);
+		json_decref(reply);
+		hp->hooked = false;
+	}
+}
+
+void hooked_probe_free(struct hooked_probe *hp)
+{
+	json_decref(hp->codes);
+	json_decref(hp->routes);
+	json_decref(hp->keys);
+	hp->codes = hp->routes = hp->keys = NULL;
+}
+
+void hooked_probe_refresh_gate(struct attached_proc *ap, struct probe_engine *pe,
+			       struct hooked_probe *hp)
+{
+	struct pyprobe_stats st;
+
+	if (hp->cfg.rate_interval_ns && probe_engine_stats(pe, hp->slot, &st) == 0 &&
+	    st.tat_ns > hp->cfg.rate_burst_ns)
+		attach_set_gate(ap, hp->slot, true, st.tat_ns - hp->cfg.rate_burst_ns);
+}
+
+/*
+ * 3.11: another probe on the same code (a second pydi, the agent) makes the
+ * helper build a new hooked code object, and our BPF keys would name the old
+ * one: a silent READY. Follow the code ids the helper reports.
+ */
+void hooked_probe_follow_code(struct attached_proc *ap, struct probe_engine *pe,
+			      const char *probe_id, struct hooked_probe *hp)
+{
+	char err[256];
+	json_t *reply, *hook, *code;
+	size_t i, j;
+	bool changed = false;
+
+	if (!hp->rekey || !hp->hooked)
+		return;
+	reply = attach_command(ap, json_pack("{s:s}", "cmd", "hooks"), err, sizeof(err));
+	if (!reply)
+		return;
+	json_array_foreach(json_object_get(reply, "hooks"), i, hook) {
+		const char *id = json_string_value(json_object_get(hook, "probe_id"));
+
+		if (!id || strcmp(id, probe_id) != 0)
+			continue;
+		json_array_foreach(json_object_get(hook, "codes"), j, code) {
+			json_t *mine = json_array_get(hp->codes, j);
+
+			if (mine && !json_equal(json_object_get(mine, "code_id"),
+						json_object_get(code, "code_id"))) {
+				json_object_set(mine, "code_id", json_object_get(code, "code_id"));
+				changed = true;
+			}
+		}
+	}
+	json_decref(reply);
+	if (!changed)
+		return;
+	remove_keys(ap, pe, hp);
+	if (set_keys(ap, pe, &hp->spec, hp))
+		fprintf(stderr, "pydi: warning: probe %s: re-keying after a code change failed\n",
+			probe_id);
+}
+
+json_t *hooked_probe_warnings(const struct hooked_probe *hp)
+{
+	json_t *all = json_array(), *code, *w;
+	size_t i, j;
+
+	json_array_foreach(hp->codes, i, code)
+		json_array_foreach(json_object_get(code, "warnings"), j, w)
+			if (json_is_string(w))
+				json_array_append(all, w);
+	return all;
+}
+
+void hooked_probe_describe(const struct hooked_probe *hp,
+			   const struct probe_spec *spec,
+			   struct snapshot_probe *sp)
+{
+	sp->probe_id = spec->probe_id;
+	sp->module = hp->module;
+	sp->qualname = hp->qualname;
+	sp->file_path = hp->file[0] ? hp->file : NULL;
+	sp->line = hp->line;
+	sp->capture_args = spec->capture & PYPROBE_CAPTURE_ARGS;
+	sp->capture_locals = spec->capture & PYPROBE_CAPTURE_LOCALS;
+	sp->capture_return = spec->capture & PYPROBE_CAPTURE_RETURN;
+	sp->capture_stack = spec->capture & PYPROBE_CAPTURE_STACK;
+	sp->limits = spec->limits;
+}
