@@ -322,6 +322,11 @@ int probe_engine_reset_stats(struct probe_engine *pe, uint32_t slot)
 	return 0;
 }
 
+int probe_engine_fd(struct probe_engine *pe)
+{
+	return ring_buffer__epoll_fd(pe->rb);
+}
+
 int probe_engine_poll(struct probe_engine *pe, int timeout_ms)
 {
 	int n = ring_buffer__poll(pe->rb, timeout_ms);

@@ -49,6 +49,9 @@ int probe_engine_stats(struct probe_engine *pe, uint32_t slot,
 		       struct pyprobe_stats *st);
 int probe_engine_reset_stats(struct probe_engine *pe, uint32_t slot);
 
+/* The ring buffer's epoll fd: readable when captures wait. */
+int probe_engine_fd(struct probe_engine *pe);
+
 /* Consume events for up to timeout_ms: count consumed, or -errno. */
 int probe_engine_poll(struct probe_engine *pe, int timeout_ms);
 

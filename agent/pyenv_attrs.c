@@ -98,8 +98,11 @@ void service_identity_parse(const char *environ, size_t len,
 		if (strncmp(var, "OTEL_SERVICE_NAME=", 18) == 0)
 			copy_decoded(var + 18, var_len - 18, id->service_name,
 				     sizeof(id->service_name));
-		else if (strncmp(var, "OTEL_RESOURCE_ATTRIBUTES=", 25) == 0)
+		else if (strncmp(var, "OTEL_RESOURCE_ATTRIBUTES=", 25) == 0) {
 			resource_attrs = var + 25;
+			snprintf(id->resource_attrs, sizeof(id->resource_attrs), "%.*s",
+				 (int)(var_len - 25), resource_attrs);
+		}
 		else if (strncmp(var, "OTEL_AWS_DYNAMIC_INSTRUMENTATION_ENABLED=", 41) == 0)
 			id->adot_debugger_enabled = strcasecmp(var + 41, "true") == 0;
 	}
@@ -115,5 +118,29 @@ void service_identity_parse(const char *environ, size_t len,
 		if (resource_attr_get(resource_attrs, "deployment.environment",
 				      value, sizeof(value)))
 			set_if_empty(id->environment, value);
+	}
+}
+
+void resource_attr_foreach(const char *attrs,
+			   void (*fn)(void *ctx, const char *key, const char *value),
+			   void *ctx)
+{
+	const char *p = attrs;
+
+	while (p && *p) {
+		const char *end = strchr(p, ',');
+		size_t item_len = end ? (size_t)(end - p) : strlen(p);
+		const char *eq = memchr(p, '=', item_len);
+
+		if (eq) {
+			char key[SERVICE_ATTR_MAX], value[SERVICE_ATTR_MAX];
+
+			copy_decoded(p, (size_t)(eq - p), key, sizeof(key));
+			copy_decoded(eq + 1, item_len - (size_t)(eq + 1 - p), value,
+				     sizeof(value));
+			if (key[0])
+				fn(ctx, key, value);
+		}
+		p = end ? end + 1 : NULL;
 	}
 }

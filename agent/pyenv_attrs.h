@@ -12,6 +12,7 @@ struct service_identity {
 	char service_name[SERVICE_ATTR_MAX];	/* "" when unset */
 	char environment[SERVICE_ATTR_MAX];	/* deployment.environment.name */
 	bool adot_debugger_enabled;		/* ADOT's in-process debugger is on */
+	char resource_attrs[1024];		/* OTEL_RESOURCE_ATTRIBUTES as set */
 };
 
 /*
@@ -27,5 +28,11 @@ void service_identity_parse(const char *environ, size_t len,
  * percent-decoded into out. True if found. */
 bool resource_attr_get(const char *attrs, const char *key, char *out,
 		       size_t out_len);
+
+/* Call fn for each "key=value" pair of an OTEL_RESOURCE_ATTRIBUTES string,
+ * both percent-decoded; pairs without '=' or with an empty key are skipped. */
+void resource_attr_foreach(const char *attrs,
+			   void (*fn)(void *ctx, const char *key, const char *value),
+			   void *ctx);
 
 #endif /* PYDI_PYENV_ATTRS_H */

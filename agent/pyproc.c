@@ -53,7 +53,7 @@ static const char *base_name(const char *path)
 }
 
 /* Field 22 of /proc/PID/stat, counted after the ")" that ends comm. */
-static int read_start_time(pid_t pid, uint64_t *start_time)
+int proc_read_start_time(pid_t pid, uint64_t *start_time)
 {
 	char path[64], *text, *p;
 	size_t len;
@@ -251,16 +251,25 @@ static void read_offsets(struct pyproc *pp)
 	check_remote_debug(pp);
 }
 
-static void read_identity(struct pyproc *pp)
+int service_identity_read(pid_t pid, struct service_identity *id)
 {
 	char path[64], *text;
 	size_t len;
+	int ret;
 
-	snprintf(path, sizeof(path), "/proc/%d/environ", pp->pid);
-	if (read_file_bounded(path, ENVIRON_MAX_BYTES, &text, &len) == 0) {
-		service_identity_parse(text, len, &pp->identity);
-		free(text);
-	}
+	memset(id, 0, sizeof(*id));
+	snprintf(path, sizeof(path), "/proc/%d/environ", pid);
+	ret = read_file_bounded(path, ENVIRON_MAX_BYTES, &text, &len);
+	if (ret)
+		return ret;
+	service_identity_parse(text, len, id);
+	free(text);
+	return 0;
+}
+
+static void read_identity(struct pyproc *pp)
+{
+	service_identity_read(pp->pid, &pp->identity);
 	if (pp->identity.adot_debugger_enabled)
 		not_instrumentable(pp, "ADOT's in-process debugger is enabled (OTEL_AWS_DYNAMIC_INSTRUMENTATION_ENABLED=true)");
 }
@@ -387,7 +396,7 @@ int pyproc_open(pid_t pid, struct pyproc *pp, char *err, size_t err_len)
 	proc_mem_init(&pp->mem, pid);
 	pp->reader = proc_mem_reader(&pp->mem);
 
-	if (read_start_time(pid, &pp->start_time)) {
+	if (proc_read_start_time(pid, &pp->start_time)) {
 		set_err(err, err_len, "pid %d: no such process", pid);
 		return -ESRCH;
 	}

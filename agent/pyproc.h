@@ -64,6 +64,12 @@ void pyproc_close(struct pyproc *pp);
 int pyproc_open_with_offsets(pid_t pid, struct pyproc *pp, char *err,
 			     size_t err_len);
 
+/* Field 22 of /proc/PID/stat (clock ticks after boot): 0 or -errno. */
+int proc_read_start_time(pid_t pid, uint64_t *start_time);
+
+/* A process's service identity from /proc/PID/environ: 0 or -errno. */
+int service_identity_read(pid_t pid, struct service_identity *id);
+
 /* Human name of an offsets source: "table", "debug_offsets", "none". */
 const char *py_offsets_source_name(enum py_offsets_source src);
 

@@ -24,9 +24,8 @@ struct {
 	__type(value, __u64);
 } proc_events_dropped SEC(".maps");
 
-static __always_inline void emit(__u32 kind)
+static __always_inline void emit_task(__u32 kind, struct task_struct *task)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct pydi_proc_event *e;
 	__u32 zero = 0;
 	__u64 *dropped;
@@ -39,15 +38,30 @@ static __always_inline void emit(__u32 kind)
 		return;
 	}
 	e->kind = kind;
-	e->pid = bpf_get_current_pid_tgid() >> 32;
+	e->pid = BPF_CORE_READ(task, tgid);
 	e->start_time_ns = BPF_CORE_READ(task, group_leader, start_time);
 	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline void emit(__u32 kind)
+{
+	emit_task(kind, (struct task_struct *)bpf_get_current_task());
 }
 
 SEC("tp/sched/sched_process_exec")
 int handle_exec(void *ctx)
 {
 	emit(PYDI_PROC_EXEC);
+	return 0;
+}
+
+/* Forking servers (gunicorn) make workers without exec. */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
+{
+	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
+		return 0;	/* a thread */
+	emit_task(PYDI_PROC_FORK, child);
 	return 0;
 }
 

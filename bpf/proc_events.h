@@ -6,6 +6,7 @@
 enum pydi_proc_event_kind {
 	PYDI_PROC_EXEC = 1,
 	PYDI_PROC_EXIT = 2,
+	PYDI_PROC_FORK = 3,	/* a new process (not a thread) */
 };
 
 struct pydi_proc_event {
