@@ -84,6 +84,8 @@ struct instance {
 	uint64_t retry_at_ns;
 	unsigned int attempts;
 	uint64_t snapshots;
+	struct pyprobe_stats stats;	/* as last read: kept after unhooking */
+	struct pydi_gate gate;
 	struct pending pending[INST_PENDING];
 };
 
@@ -296,11 +298,21 @@ static int on_capture(void *ctx, const struct pyprobe_capture *cap, size_t size)
 
 /* --- instances ------------------------------------------------------------ */
 
+/* Read the slot's counters into the instance (they outlive the slot). */
+static void read_counters(struct probe_manager *pm, struct instance *in)
+{
+	if (!in->has_slot)
+		return;
+	probe_engine_stats(pm->engine, in->hp.slot, &in->stats);
+	attach_read_gate(&in->proc->ap, in->hp.slot, &in->gate);
+}
+
 static void unhook(struct probe_manager *pm, struct instance *in)
 {
 	if (in->has_slot) {
 		/* Let the returns of captured calls arrive first. */
 		probe_engine_poll(pm->engine, 0);
+		read_counters(pm, in);
 		hooked_probe_detach(&in->proc->ap, pm->engine, in->probe_id, &in->hp);
 		pm->by_slot[in->hp.slot] = NULL;
 		in->has_slot = false;
@@ -916,24 +928,21 @@ void pm_engine_consume(struct probe_manager *pm)
 
 static json_t *inst_json(struct probe_manager *pm, struct instance *in)
 {
-	struct pyprobe_stats st = { 0 };
-	struct pydi_gate gate = { 0 };
+	const struct pyprobe_stats *st = &in->stats;
+	const struct pydi_gate *gate = &in->gate;
 	json_t *j;
 
-	if (in->has_slot) {
-		probe_engine_stats(pm->engine, in->hp.slot, &st);
-		attach_read_gate(&in->proc->ap, in->hp.slot, &gate);
-	}
+	read_counters(pm, in);
 	j = json_pack("{s:i,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I}}",
 		      "pid", in->proc->pid, "service", in->proc->id.service_name,
 		      "environment", in->proc->id.environment,
 		      "status", status_names[in->status],
-		      "calls", (json_int_t)gate.hits, "gated", (json_int_t)gate.skipped,
-		      "hits", (json_int_t)(gate.hits ? gate.hits : st.hits),
+		      "calls", (json_int_t)gate->hits, "gated", (json_int_t)gate->skipped,
+		      "hits", (json_int_t)(gate->hits ? gate->hits : st->hits),
 		      "snapshots", (json_int_t)in->snapshots,
-		      "drops", "rate", (json_int_t)(st.drop_rate + gate.skipped),
-		      "max_hits", (json_int_t)st.drop_max_hits,
-		      "ringbuf", (json_int_t)st.drop_ringbuf);
+		      "drops", "rate", (json_int_t)(st->drop_rate + gate->skipped),
+		      "max_hits", (json_int_t)st->drop_max_hits,
+		      "ringbuf", (json_int_t)st->drop_ringbuf);
 	if (in->cause[0])
 		json_object_set_new(j, "error_cause", json_string(in->cause));
 	if (in->message[0])
@@ -978,22 +987,13 @@ void pm_metrics(struct probe_manager *pm, FILE *out)
 
 	for (size_t i = 0; i < pm->ninsts; i++) {
 		struct instance *in = pm->insts[i];
-		struct pyprobe_stats st;
-		struct pydi_gate gate;
 
 		by_status[in->status]++;
-		if (!in->has_slot)
-			continue;
-		if (probe_engine_stats(pm->engine, in->hp.slot, &st) == 0) {
-			rate += st.drop_rate;
-			max_hits += st.drop_max_hits;
-			ringbuf += st.drop_ringbuf;
-			hits += st.hits;
-		}
-		if (attach_read_gate(&in->proc->ap, in->hp.slot, &gate) == 0) {
-			rate += gate.skipped;
-			hits += gate.skipped;
-		}
+		read_counters(pm, in);
+		rate += in->stats.drop_rate + in->gate.skipped;
+		max_hits += in->stats.drop_max_hits;
+		ringbuf += in->stats.drop_ringbuf;
+		hits += in->gate.hits ? in->gate.hits : in->stats.hits;
 	}
 	for (size_t i = 0; i < pm->nprocs; i++)
 		by_state[pm->procs[i]->state]++;

@@ -43,15 +43,12 @@ static __always_inline void emit_task(__u32 kind, struct task_struct *task)
 	bpf_ringbuf_submit(e, 0);
 }
 
-static __always_inline void emit(__u32 kind)
-{
-	emit_task(kind, (struct task_struct *)bpf_get_current_task());
-}
 
-SEC("tp/sched/sched_process_exec")
-int handle_exec(void *ctx)
+/* BTF-enabled tracepoints: no tracefs needed (a container may lack it). */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(handle_exec, struct task_struct *task)
 {
-	emit(PYDI_PROC_EXEC);
+	emit_task(PYDI_PROC_EXEC, task);
 	return 0;
 }
 
@@ -65,15 +62,13 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	return 0;
 }
 
-SEC("tp/sched/sched_process_exit")
-int handle_exit(void *ctx)
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(handle_exit, struct task_struct *task)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-
-	/* Only the last thread of a process ends the process. */
-	if ((__u32)pid_tgid != (__u32)(pid_tgid >> 32))
+	/* Only the leader's exit ends the process as /proc shows it. */
+	if (BPF_CORE_READ(task, pid) != BPF_CORE_READ(task, tgid))
 		return 0;
-	emit(PYDI_PROC_EXIT);
+	emit_task(PYDI_PROC_EXIT, task);
 	return 0;
 }
 

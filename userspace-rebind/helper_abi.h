@@ -50,8 +50,8 @@ struct pydi_gate {
 	uint32_t armed;			/* BPF is attached for this slot */
 	uint32_t generation;		/* bumped by the agent when it reuses a slot */
 	uint64_t next_allowed_ns;	/* CLOCK_MONOTONIC; 0 = no rate limit */
-	uint64_t hits;			/* every call of the hook */
-	uint64_t skipped;		/* calls the gate kept from the trap */
+	uint64_t hits;			/* calls (entries) and line hits */
+	uint64_t skipped;		/* of those, the ones the gate kept from the trap */
 };
 
 enum pydi_helper_status {

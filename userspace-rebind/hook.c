@@ -145,7 +145,10 @@ hook_hit(uint64_t slot, int64_t event, int64_t line, PyObject *value)
 		return;
 	}
 	gate = &gates[slot];
-	gate->hits++;
+	/* Calls and line hits: a call's end is part of the same hit. */
+	if (event == PYDI_EV_ENTRY || event == PYDI_EV_LINE) {
+		gate->hits++;
+	}
 	/* The agent writes these from outside (process_vm_writev). */
 	if (!__atomic_load_n(&gate->armed, __ATOMIC_RELAXED)) {
 		return;
@@ -171,7 +174,6 @@ hook_hit(uint64_t slot, int64_t event, int64_t line, PyObject *value)
 		frame = current_frame();
 		if (frame != 0 && !forget_call(slot, frame) && limited
 		    && !trapped_overflow[slot]) {
-			gate->skipped++;
 			return;
 		}
 	}
