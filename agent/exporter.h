@@ -24,12 +24,14 @@ struct exporter_opts {
 	unsigned int flush_ms;		/* a partial batch waits at most this */
 	unsigned int timeout_ms;	/* per OTLP request */
 	size_t max_snapshot_bytes;	/* encoded size cap (default 1 MiB) */
+	unsigned int max_attempts;	/* per OTLP batch; 0: 5 */
+	unsigned int backoff_ms;	/* first retry delay, doubling; 0: 500 */
 };
 
 struct exporter_counters {
 	uint64_t submitted;
 	uint64_t exported;		/* accepted by the collector */
-	uint64_t written;		/* JSON lines written */
+	uint64_t written;		/* snapshots written as JSON lines */
 	uint64_t dropped_queue_full;
 	uint64_t dropped_export_failed;	/* gave up after retries */
 	uint64_t dropped_write_failed;	/* JSON-lines sink errors (e.g. ENOSPC) */
