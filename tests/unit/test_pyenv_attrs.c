@@ -3,6 +3,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
 #include <cmocka.h>
 
 #include "pyenv_attrs.h"
@@ -70,6 +72,28 @@ static void test_bad_percent_escape_is_kept(void **state)
 	assert_false(resource_attr_get("k=a", "missing", out, sizeof(out)));
 }
 
+struct pairs {
+	char text[256];
+};
+
+static void collect(void *ctx, const char *key, const char *value)
+{
+	struct pairs *p = ctx;
+	size_t len = strlen(p->text);
+
+	snprintf(p->text + len, sizeof(p->text) - len, "[%s=%s]", key, value);
+}
+
+static void test_foreach_decodes_every_pair_and_skips_bad_ones(void **state)
+{
+	struct pairs p = { "" };
+
+	(void)state;
+	resource_attr_foreach("team=a%2Cb, service.name = cart,novalue,=empty,k8s.ns=x=y", collect,
+			      &p);
+	assert_string_equal(p.text, "[team=a,b][service.name=cart][k8s.ns=x=y]");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -79,6 +103,7 @@ int main(void)
 		cmocka_unit_test(test_adot_debugger_flag),
 		cmocka_unit_test(test_unterminated_tail_is_ignored),
 		cmocka_unit_test(test_bad_percent_escape_is_kept),
+		cmocka_unit_test(test_foreach_decodes_every_pair_and_skips_bad_ones),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
