@@ -530,8 +530,14 @@ int agent_config_load(const char *path, struct agent_config *c, char *err,
 		ret = load_file(path, c, err, err_len);
 	if (!ret)
 		ret = load_env(c);
-	/* With nowhere else to send snapshots, they go to stdout as JSON
-	 * lines (DESIGN: local sources only). */
+	/* Talking to a DI API means exporting as ADOT does: its default
+	 * logs endpoint. With neither, snapshots go to stdout as JSON lines
+	 * (DESIGN: local sources only). */
+	if (!ret && c->api_url && !c->otlp_endpoint) {
+		c->otlp_endpoint = strdup(ADOT_DEFAULT_LOGS_ENDPOINT);
+		if (!c->otlp_endpoint)
+			ret = -ENOMEM;
+	}
 	if (!ret && !c->otlp_endpoint && !c->jsonl_path) {
 		c->jsonl_path = strdup("-");
 		if (!c->jsonl_path)

@@ -10,12 +10,15 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* Where ADOT's debugger sends its logs when told nothing else. */
+#define ADOT_DEFAULT_LOGS_ENDPOINT "http://localhost:4316/v1/logs"
+
 struct agent_config {
 	char *api_url;			/* DI API base URL; NULL: local sources only */
 	unsigned int breakpoint_poll_s;	/* 60 */
 	unsigned int probe_poll_s;	/* 600 */
 	unsigned int api_timeout_ms;	/* per request, 10000 */
-	char *otlp_endpoint;		/* NULL: no OTLP export */
+	char *otlp_endpoint;		/* NULL: none (ADOT's default with a DI API) */
 	bool otlp_gzip;			/* also OTEL_EXPORTER_OTLP_[LOGS_]COMPRESSION=gzip */
 	char *jsonl_path;		/* "-": stdout; NULL: none */
 	size_t queue_max;		/* snapshots waiting for export, 10000 */

@@ -265,9 +265,10 @@ static void test_empty_env_var_is_unset(void **state)
 	assert_int_equal(load_text("{\"api_url\": \"http://file:2000\","
 				   "\"breakpoint_poll_interval_s\": 7}", &c), 0);
 	assert_string_equal(c.api_url, "http://file:2000");
-	assert_null(c.otlp_endpoint);
+	/* A DI API without an endpoint exports where ADOT would. */
+	assert_string_equal(c.otlp_endpoint, ADOT_DEFAULT_LOGS_ENDPOINT);
 	assert_int_equal(c.breakpoint_poll_s, 7);
-	assert_string_equal(c.jsonl_path, "-");
+	assert_null(c.jsonl_path);
 	agent_config_free(&c);
 }
 
