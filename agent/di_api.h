@@ -39,6 +39,7 @@ struct di_api_counters {
 	uint64_t poll_errors;		/* HTTP errors, timeouts, bad JSON */
 	uint64_t reports_sent;		/* status entries delivered */
 	uint64_t report_errors;
+	uint64_t reports_dropped;	/* queue overflow, refused by the API */
 };
 
 int di_api_start(struct di_api **out, const struct di_api_opts *o, char *err,
