@@ -217,6 +217,11 @@ static bool normalize_config(json_t *item)
 	} else if (data && !json_is_object(data)) {
 		return false;
 	}
+	/* ADOT reads Location and the rest from the item itself; a server
+	 * that puts them only inside ConfigurationData is read too. */
+	data = json_object_get(item, "ConfigurationData");
+	if (json_is_object(data) && !json_object_get(item, "Location"))
+		json_object_update_missing(item, data);
 	filters = json_object_get(item, "AttributeFilters");
 	if (filters && json_is_null(filters))
 		json_object_set_new(item, "AttributeFilters", json_array());
