@@ -129,7 +129,7 @@ static int do_help(int argc, char **argv)
 		"Usage: %s [OPTIONS] OBJECT { COMMAND | help }\n"
 		"       %s version\n"
 		"\n"
-		"       OBJECT := { proc | code | trace | inject | resolve | revert }\n"
+		"       OBJECT := { proc | code | trace | agent | probe | inject | resolve | revert }\n"
 		"       OPTIONS := { -j|--json | --pretty | -v|--verbose | -h|--help | -V|--version }\n"
 		"\n"
 		"Examples:\n"
@@ -138,9 +138,11 @@ static int do_help(int argc, char **argv)
 		"       %s code show -p 4242 0x7f...  # a code object in a live process\n"
 		"       %s inject 4242                # load the helper (once)\n"
 		"       %s resolve -p 4242 app:handler  # what a probe target names\n"
-		"       %s revert 4242                # undo every hook\n",
+		"       %s revert 4242                # undo every hook\n"
+		"       %s agent --config agent.json  # the host daemon\n"
+		"       %s probe list                 # what the agent probes\n",
 		bin_name, bin_name, bin_name, bin_name, bin_name, bin_name,
-		bin_name, bin_name);
+		bin_name, bin_name, bin_name, bin_name);
 	return EXIT_DONE;
 }
 
@@ -168,6 +170,8 @@ static const struct cmd main_cmds[] = {
 	{ "resolve",	do_resolve_cmd },
 	{ "revert",	do_revert_cmd },
 	{ "trace",	do_trace },
+	{ "agent",	do_agent },
+	{ "probe",	do_probe },
 	{ NULL,		NULL },
 };
 

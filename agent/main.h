@@ -52,5 +52,7 @@ int do_inject_cmd(int argc, char **argv);
 int do_resolve_cmd(int argc, char **argv);
 int do_revert_cmd(int argc, char **argv);
 int do_trace(int argc, char **argv);
+int do_agent(int argc, char **argv);
+int do_probe(int argc, char **argv);
 
 #endif /* PYDI_MAIN_H */
