@@ -24,6 +24,8 @@
 #define PENDING_EVICT_NS	(30 * NS_PER_S)
 #define AGENT_PROBE_PREFIX	"agent/"
 #define FAILED_MEMORY_MAX	4096
+/* What ADOT's client sends when the resource names no environment. */
+#define UNKNOWN_ENVIRONMENT	"UnknownEnvironment"
 
 enum proc_state {
 	PROC_CANDIDATE,		/* look at it at check_at_ns */
@@ -602,6 +604,11 @@ void pm_process_event(struct probe_manager *pm, pid_t pid, enum discovery_event 
 		free(p);
 }
 
+static const char *api_environment(const struct proc_entry *p)
+{
+	return p->id.environment[0] ? p->id.environment : UNKNOWN_ENVIRONMENT;
+}
+
 static void add_attr(void *ctx, const char *key, const char *value)
 {
 	json_object_set_new(ctx, key, json_string(value));
@@ -664,13 +671,14 @@ static void look_at(struct probe_manager *pm, struct proc_entry *p)
 		p->id.environment, p->state == PROC_UNSUPPORTED ? ": " : "",
 		p->state == PROC_UNSUPPORTED ? p->unsupported : "");
 	if (pm->o.api && p->id.service_name[0]) {
-		di_api_watch(pm->o.api, p->id.service_name, p->id.environment, true);
+		di_api_watch(pm->o.api, p->id.service_name, api_environment(p), true);
 		p->watching = true;
 	}
 	pm->dirty = true;
 }
 
 /* --- matching ------------------------------------------------------------- */
+
 
 static bool matches(const struct cfg_entry *c, const struct proc_entry *p)
 {
@@ -680,7 +688,7 @@ static bool matches(const struct cfg_entry *c, const struct proc_entry *p)
 		return false;
 	if (c->api)
 		return strcmp(c->service, p->id.service_name) == 0 &&
-		       strcmp(c->environment, p->id.environment) == 0 &&
+		       strcmp(c->environment, api_environment(p)) == 0 &&
 		       probe_config_matches_attrs(pc, p->attrs);
 	if (pc->pid && pc->pid != p->pid)
 		return false;
