@@ -666,8 +666,9 @@ static void look_at(struct probe_manager *pm, struct proc_entry *p)
 	if (p->id.environment[0])
 		json_object_set_new(p->attrs, "deployment.environment.name",
 				    json_string(p->id.environment));
-	fprintf(stderr, "pydi agent: pid %d: CPython %s, service \"%s\" environment \"%s\"%s%s\n",
-		p->pid, p->ap.pp.version_known ? "known" : "unknown", p->id.service_name,
+	fprintf(stderr, "pydi agent: pid %d: CPython %d.%d.%d, service \"%s\" environment \"%s\"%s%s\n",
+		p->pid, p->ap.pp.version.major, p->ap.pp.version.minor, p->ap.pp.version.micro,
+		p->id.service_name,
 		p->id.environment, p->state == PROC_UNSUPPORTED ? ": " : "",
 		p->state == PROC_UNSUPPORTED ? p->unsupported : "");
 	if (pm->o.api && p->id.service_name[0]) {
