@@ -9,6 +9,7 @@
  * cgroup, not RLIMIT_MEMLOCK, since Linux 5.11.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <linux/capability.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,7 +30,7 @@ const struct agent_cap agent_caps[] = {
 	AGENT_CAP(CAP_DAC_READ_SEARCH,
 		  "enter /proc/PID/map_files and read /proc/PID/environ of processes running as another uid"),
 	AGENT_CAP(CAP_KILL,
-		  "re-deliver signals that reached a target thread while it was stopped for injection (tgkill across uids)"),
+		  "tgkill to another uid: re-deliver the signals a target thread got while stopped for injection"),
 };
 
 const size_t agent_caps_count = sizeof(agent_caps) / sizeof(agent_caps[0]);
@@ -50,17 +51,14 @@ static int effective_caps(uint64_t *eff)
 	return 0;
 }
 
-int caps_check(char *err, size_t err_len)
+/* "missing CAP_A (why), CAP_B (why)"; with names only when the whys do not
+ * fit, so that no missing capability goes unnamed. Returns how many. */
+static size_t describe_missing(uint64_t eff, bool with_why, char *err,
+			       size_t err_len, bool *truncated)
 {
-	uint64_t eff = 0;
 	size_t used = 0, missing = 0;
-	int ret = effective_caps(&eff);
 
-	if (ret) {
-		set_err(err, err_len, "reading the agent's capabilities (capget): %s",
-			strerror(-ret));
-		return ret;
-	}
+	*truncated = false;
 	for (size_t i = 0; i < agent_caps_count; i++) {
 		const struct agent_cap *c = &agent_caps[i];
 		int n;
@@ -68,12 +66,41 @@ int caps_check(char *err, size_t err_len)
 		if ((eff >> c->cap) & 1)
 			continue;
 		missing++;
-		if (!err || err_len == 0 || used >= err_len)
+		if (used >= err_len) {
+			*truncated = true;
 			continue;
-		n = snprintf(err + used, err_len - used, "%s%s (%s)",
-			     missing == 1 ? "missing " : ", ", c->name, c->why);
-		if (n > 0)
-			used += (size_t)n;
+		}
+		n = snprintf(err + used, err_len - used, "%s%s%s%s%s",
+			     missing == 1 ? "missing " : ", ", c->name,
+			     with_why ? " (" : "", with_why ? c->why : "",
+			     with_why ? ")" : "");
+		if (n < 0)
+			continue;
+		used += (size_t)n;
+		if (used >= err_len)
+			*truncated = true;
 	}
-	return missing ? -EPERM : 0;
+	return missing;
+}
+
+int caps_check(char *err, size_t err_len)
+{
+	uint64_t eff = 0;
+	bool truncated;
+	int ret = effective_caps(&eff);
+
+	if (err && err_len)
+		err[0] = '\0';
+	if (ret) {
+		set_err(err, err_len, "reading the agent's capabilities (capget): %s",
+			strerror(-ret));
+		return ret;
+	}
+	if (!err)
+		err_len = 0;
+	if (!describe_missing(eff, true, err, err_len, &truncated))
+		return 0;
+	if (truncated && err_len)
+		describe_missing(eff, false, err, err_len, &truncated);
+	return -EPERM;
 }
