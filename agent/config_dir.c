@@ -167,7 +167,7 @@ json_t *config_dir_read(const struct config_dir *cd)
 		size_t n = strlen(de->d_name);
 		char err[256], *text = NULL;
 		json_t *configs;
-		size_t len;
+		size_t len = 0;
 		int ret;
 
 		/* Hidden entries include a ConfigMap's ..data machinery. */
