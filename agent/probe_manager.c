@@ -424,15 +424,20 @@ static double process_age_s(const struct proc_entry *p)
 }
 
 /* A failure that may be the process still starting: try again later. */
-static bool retry_later(struct instance *in)
+static bool retry_later(struct instance *in, const char *why)
 {
+	double age = process_age_s(in->proc);
 	uint64_t backoff;
 
-	if (process_age_s(in->proc) > STARTUP_GRACE_S)
+	if (age > STARTUP_GRACE_S)
 		return false;
 	backoff = (250 * NS_PER_MS) << (in->attempts < 3 ? in->attempts : 3);
 	in->attempts++;
 	in->retry_at_ns = monotonic_ns() + backoff;
+	if (in->attempts == 1)
+		fprintf(stderr, "pydi agent: probe %s pid %d: %s (the process started %.1f s ago: "
+			"retrying for up to %d s)\n", in->cfg->pc.id, in->proc->pid, why, age,
+			STARTUP_GRACE_S);
 	return true;
 }
 
@@ -494,7 +499,7 @@ static void try_attach(struct probe_manager *pm, struct instance *in)
 		ret = attach_inject(&p->ap, pm->engine, pm->o.lease_ms, err, sizeof(err));
 		if (ret) {
 			pm->injection_failures++;
-			if (!retry_later(in))
+			if (!retry_later(in, err))
 				set_status(pm, in, IS_ERROR, "RUNTIME_ERROR", err);
 			return;
 		}
@@ -513,7 +518,7 @@ static void try_attach(struct probe_manager *pm, struct instance *in)
 
 		hooked_probe_detach(&p->ap, pm->engine, in->probe_id, &in->hp);
 		hooked_probe_free(&in->hp);
-		if (maybe_loading && retry_later(in))
+		if (maybe_loading && retry_later(in, err))
 			return;
 		set_status(pm, in, IS_ERROR, cause, err);
 		return;

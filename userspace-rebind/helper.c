@@ -192,6 +192,7 @@ helper_after_fork(PyObject *self, PyObject *unused)
 
 	(void)self;
 	(void)unused;
+	hook_after_fork();
 	err = control_after_fork();
 	if (err) {
 		errno = -err;

@@ -762,6 +762,15 @@ static PyMethodDef hook_methods[] = {
 	{NULL, NULL, 0, NULL},
 };
 
+void
+hook_after_fork(void)
+{
+	for (size_t slot = 0; slot < PYDI_MAX_GATES; slot++) {
+		__atomic_store_n(&gates[slot].armed, 0, __ATOMIC_RELAXED);
+		__atomic_store_n(&gates[slot].next_allowed_ns, 0, __ATOMIC_RELAXED);
+	}
+}
+
 int
 hook_module_init(PyObject *module)
 {

@@ -25,4 +25,10 @@ void pydi_hook_event(void *tstate, uint64_t slot, int64_t line,
  * address in pydi_helper_state. 0, or -1 with an exception set. */
 int hook_module_init(PyObject *module);
 
+/* In a forked child: disarm every inherited gate. The uprobes belong to
+ * the parent, and a 6.18 optimized uprobe is a call into the parent's
+ * trampoline page, which the child may not have: only the agent, once it
+ * has attached to the child, may arm its gates again. */
+void hook_after_fork(void);
+
 #endif /* PYDI_HOOK_H */
