@@ -52,7 +52,7 @@ static json_t *capture_list(const char *csv, const char *what)
 /* TARGET = module:qualname[@LINE] -> an ADOT BreakpointConfiguration. */
 static json_t *config_from_args(const char *target, const char *id, const char *type,
 				const char *capture, long max_hits, const char *service,
-				int pid)
+				int pid, double rate)
 {
 	const char *colon = strchr(target, ':'), *at;
 	json_t *loc, *cap, *limits, *c;
@@ -96,6 +96,8 @@ static json_t *config_from_args(const char *target, const char *id, const char *
 		json_object_set_new(c, "Service", json_string(service));
 	if (pid)
 		json_object_set_new(c, "Pid", json_integer(pid));
+	if (rate >= 0)
+		json_object_set_new(c, "Rate", json_real(rate));
 	return c;
 }
 
@@ -109,9 +111,11 @@ static int do_add(int argc, char **argv)
 		{ "service",	required_argument, NULL, 's' },
 		{ "pid",	required_argument, NULL, 'p' },
 		{ "file",	required_argument, NULL, 'f' },
+		{ "rate",	required_argument, NULL, 'r' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *id = NULL, *type = NULL, *capture = NULL, *service = NULL, *file = NULL;
+	double rate = -1;	/* < 0: the default */
 	long max_hits = 0;
 	json_t *config, *reply;
 	int opt, pid = 0, ret;
@@ -135,6 +139,11 @@ static int do_add(int argc, char **argv)
 			if (parse_pid(optarg, &pid))
 				goto usage;
 			break;
+		case 'r':
+			rate = strtod(optarg, &end);
+			if (*end || end == optarg || rate < 0)
+				goto usage;
+			break;
 		default:
 			goto usage;
 		}
@@ -144,7 +153,8 @@ static int do_add(int argc, char **argv)
 	if (file && argc == 0)
 		config = read_config_file(file);
 	else if (!file && argc == 1)
-		config = config_from_args(argv[0], id, type, capture, max_hits, service, pid);
+		config = config_from_args(argv[0], id, type, capture, max_hits, service, pid,
+					  rate);
 	else
 		goto usage;
 	if (!config) {
@@ -163,7 +173,7 @@ static int do_add(int argc, char **argv)
 	return EXIT_DONE;
 usage:
 	p_err("usage: %s probe add [--id ID] [--type BREAKPOINT|PROBE] [--capture args,locals,return,stack] "
-	      "[--max-hits N] [--service NAME] [--pid PID] module:qualname[@LINE] | probe add --file CONFIG.json",
+	      "[--max-hits N] [--rate N] [--service NAME] [--pid PID] module:qualname[@LINE] | probe add --file CONFIG.json",
 	      bin_name);
 	return EXIT_USAGE;
 }
@@ -242,7 +252,8 @@ static int probe_help(int argc, char **argv)
 	fprintf(stderr,
 		"Usage: %s [-j] probe [--socket PATH] { add | list | del } ...\n"
 		"       %s probe add [--id ID] [--type BREAKPOINT|PROBE] [--capture args,locals,return,stack]\n"
-		"                    [--max-hits N] [--service NAME] [--pid PID] module:qualname[@LINE]\n"
+		"                    [--max-hits N] [--rate N] [--service NAME] [--pid PID]\n"
+		"                    module:qualname[@LINE]   (--rate: snapshots a second, 0: no limit)\n"
 		"       %s probe add --file CONFIG.json   (an ADOT BreakpointConfiguration)\n"
 		"       %s probe list\n"
 		"       %s probe del ID\n"

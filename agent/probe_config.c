@@ -926,6 +926,17 @@ static int parse_object(const json_t *cfg, struct probe_config *c, char *err,
 		}
 		c->pid = (int)json_integer_value(v);
 	}
+	/* pydi's Rate: snapshots per second, 0 for no limit (ADOT has none). */
+	v = json_object_get(cfg, "Rate");
+	if (v && !json_is_null(v)) {
+		if (!json_is_number(v) || json_number_value(v) < 0 ||
+		    json_number_value(v) > 1e9) {
+			set_err(err, err_len,
+				"Rate must be snapshots per second (a number >= 0; 0: no limit)");
+			return -EINVAL;
+		}
+		c->rate = json_number_value(v);
+	}
 	return 0;
 }
 
