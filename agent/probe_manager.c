@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "attach.h"
+#include "call_pairs.h"
 #include "clock.h"
 #include "discovery.h"
 #include "errbuf.h"
@@ -20,8 +21,6 @@
 #define LOOK_RETRIES		5
 #define STARTUP_GRACE_S		20	/* modules may still be importing */
 #define SECOND_NS		NS_PER_S
-#define INST_PENDING		64	/* calls waiting for their return */
-#define PENDING_EVICT_NS	(30 * NS_PER_S)
 #define AGENT_PROBE_PREFIX	"agent/"
 #define FAILED_MEMORY_MAX	4096
 /* What ADOT's client sends when the resource names no environment. */
@@ -66,12 +65,10 @@ static const char *const status_names[] = {
 	[IS_DISABLED] = "DISABLED", [IS_ERROR] = "ERROR",
 };
 
-struct pending {
-	struct pyprobe_capture *cap;
-	size_t size;
-};
+struct probe_manager;
 
 struct instance {
+	struct probe_manager *pm;
 	struct cfg_entry *cfg;
 	struct proc_entry *proc;
 	char probe_id[PROBE_ID_MAX + 32];
@@ -88,7 +85,7 @@ struct instance {
 	uint64_t snapshots;
 	struct pyprobe_stats stats;	/* as last read: kept after unhooking */
 	struct pydi_gate gate;
-	struct pending pending[INST_PENDING];
+	struct call_pairs pairs;
 };
 
 struct probe_manager {
@@ -240,22 +237,12 @@ static void emit(struct probe_manager *pm, struct instance *in,
 		pm->snapshots_dropped++;
 }
 
-static void flush_pending(struct probe_manager *pm, struct instance *in, size_t i,
-			  const struct pyprobe_capture *ret, size_t ret_size)
+static void emit_pair(void *ctx, const struct pyprobe_capture *first, size_t first_size,
+		      const struct pyprobe_capture *end, size_t end_size)
 {
-	emit(pm, in, in->pending[i].cap, in->pending[i].size, ret, ret_size);
-	free(in->pending[i].cap);
-	in->pending[i].cap = NULL;
-}
+	struct instance *in = ctx;
 
-static void evict_pending(struct probe_manager *pm, struct instance *in, bool all)
-{
-	uint64_t now = monotonic_ns();
-
-	for (size_t i = 0; i < INST_PENDING; i++)
-		if (in->pending[i].cap &&
-		    (all || now - in->pending[i].cap->ts_ns > PENDING_EVICT_NS))
-			flush_pending(pm, in, i, NULL, 0);
+	emit(in->pm, in, first, first_size, end, end_size);
 }
 
 static int on_capture(void *ctx, const struct pyprobe_capture *cap, size_t size)
@@ -267,33 +254,7 @@ static int on_capture(void *ctx, const struct pyprobe_capture *cap, size_t size)
 		return 0;
 	if (in->status == IS_READY)
 		set_status(pm, in, IS_ACTIVE, NULL, NULL);
-	if (cap->event == PYPROBE_EV_LINE ||
-	    (cap->event == PYPROBE_EV_ENTRY && !in->hp.cfg.pairs_return)) {
-		emit(pm, in, cap, size, NULL, 0);
-	} else if (cap->event == PYPROBE_EV_ENTRY) {
-		size_t at = INST_PENDING;
-
-		for (size_t i = 0; i < INST_PENDING && at == INST_PENDING; i++)
-			if (!in->pending[i].cap)
-				at = i;
-		if (at == INST_PENDING) {
-			/* Too many calls in flight: the oldest goes out alone. */
-			flush_pending(pm, in, 0, NULL, 0);
-			at = 0;
-		}
-		in->pending[at].cap = malloc(size);
-		if (in->pending[at].cap) {
-			memcpy(in->pending[at].cap, cap, size);
-			in->pending[at].size = size;
-		}
-	} else {
-		for (size_t i = 0; i < INST_PENDING; i++)
-			if (in->pending[i].cap && in->pending[i].cap->frame == cap->frame &&
-			    in->pending[i].cap->tid == cap->tid) {
-				flush_pending(pm, in, i, cap, size);
-				break;
-			}
-	}
+	call_pairs_add(&in->pairs, in->hp.cfg.pairs_return, cap, size, emit_pair, in);
 	hooked_probe_refresh_gate(&in->proc->ap, pm->engine, &in->hp);
 	return 0;
 }
@@ -319,7 +280,7 @@ static void unhook(struct probe_manager *pm, struct instance *in)
 		pm->by_slot[in->hp.slot] = NULL;
 		in->has_slot = false;
 	}
-	evict_pending(pm, in, true);
+	call_pairs_evict(&in->pairs, true, emit_pair, in);
 }
 
 static void inst_free(struct probe_manager *pm, struct instance *in, bool process_alive)
@@ -328,9 +289,8 @@ static void inst_free(struct probe_manager *pm, struct instance *in, bool proces
 		unhook(pm, in);
 	} else if (in->has_slot) {
 		pm->by_slot[in->hp.slot] = NULL;
-		for (size_t i = 0; i < INST_PENDING; i++)
-			free(in->pending[i].cap);
 	}
+	call_pairs_clear(&in->pairs);
 	hooked_probe_free(&in->hp);
 	free(in);
 }
@@ -392,6 +352,7 @@ static struct instance *inst_new(struct probe_manager *pm, struct cfg_entry *c,
 
 	if (!in)
 		return NULL;
+	in->pm = pm;
 	in->cfg = c;
 	in->proc = p;
 	fill_spec(in);
@@ -888,7 +849,7 @@ static void every_second(struct probe_manager *pm)
 		if (in->status == IS_READY &&
 		    attach_read_gate(&in->proc->ap, in->hp.slot, &gate) == 0 && gate.hits)
 			set_status(pm, in, IS_ACTIVE, NULL, NULL);
-		evict_pending(pm, in, false);
+		call_pairs_evict(&in->pairs, false, emit_pair, in);
 	}
 }
 

@@ -17,6 +17,7 @@
 
 #include "clock.h"
 #include "attach.h"
+#include "call_pairs.h"
 #include "memresolve.h"
 #include "main.h"
 #include "probe_engine.h"
@@ -28,8 +29,6 @@
 #define LEASE_RENEW_MS		1000
 #define COMMAND_TIMEOUT_MS	10000
 #define POLL_MS			100
-#define PENDING_MAX		256	/* entries waiting for their return */
-#define PENDING_EVICT_NS	(30ull * 1000000000ull)
 #define DEFAULT_MAX_HITS	100	/* BREAKPOINT default, as ADOT */
 #define DEFAULT_RATE		5.0	/* snapshots per second */
 #define RINGBUF_BYTES		(4u << 20)
@@ -55,11 +54,6 @@ static struct trace_env {
 		    .max_fields = 20, .max_frames = 20 },
 };
 
-struct pending {
-	struct pyprobe_capture *cap;
-	size_t size;
-};
-
 struct trace {
 	struct attached_proc ap;
 	struct hooked_probe hp;
@@ -71,7 +65,7 @@ struct trace {
 	bool active;
 	bool disabled;
 	long snapshots;
-	struct pending pending[PENDING_MAX];
+	struct call_pairs pairs;
 };
 
 static void on_signal(int sig)
@@ -259,30 +253,20 @@ static bool count_reached(const struct trace *tr)
 	return env.count && tr->snapshots >= env.count;
 }
 
-static void flush_pending(struct trace *tr, size_t i, const struct pyprobe_capture *ret,
-			  size_t ret_size)
+static void emit_pair(void *ctx, const struct pyprobe_capture *first, size_t first_size,
+		      const struct pyprobe_capture *end, size_t end_size)
 {
-	json_t *snap = count_reached(tr) ? NULL :
-		snapshot_build(&tr->ap.snap, &tr->probe, tr->pending[i].cap,
-			       tr->pending[i].size, ret, ret_size);
+	struct trace *tr = ctx;
+	json_t *snap;
 
-	free(tr->pending[i].cap);
-	tr->pending[i].cap = NULL;
+	if (count_reached(tr))
+		return;
+	snap = snapshot_build(&tr->ap.snap, &tr->probe, first, first_size, end, end_size);
 	if (!snap)
 		return;
 	emit_snapshot(tr, snap);
 	json_decref(snap);
 	tr->snapshots++;
-}
-
-static void evict_stale(struct trace *tr, bool all)
-{
-	uint64_t now = monotonic_ns();
-
-	for (size_t i = 0; i < PENDING_MAX; i++)
-		if (tr->pending[i].cap &&
-		    (all || now - tr->pending[i].cap->ts_ns > PENDING_EVICT_NS))
-			flush_pending(tr, i, NULL, 0);
 }
 
 static int on_capture(void *ctx, const struct pyprobe_capture *cap, size_t size)
@@ -295,41 +279,7 @@ static int on_capture(void *ctx, const struct pyprobe_capture *cap, size_t size)
 		tr->active = true;
 		emit_status(tr, "ACTIVE", NULL, NULL, NULL);
 	}
-	if (cap->event == PYPROBE_EV_LINE ||
-	    (cap->event == PYPROBE_EV_ENTRY && !tr->hp.cfg.pairs_return)) {
-		json_t *snap = snapshot_build(&tr->ap.snap, &tr->probe, cap, size, NULL, 0);
-
-		if (snap) {
-			emit_snapshot(tr, snap);
-			json_decref(snap);
-			tr->snapshots++;
-		}
-	} else if (cap->event == PYPROBE_EV_ENTRY) {
-		size_t free_at = PENDING_MAX;
-
-		for (size_t i = 0; i < PENDING_MAX; i++)
-			if (!tr->pending[i].cap) {
-				free_at = i;
-				break;
-			}
-		if (free_at == PENDING_MAX) {
-			/* Too many calls in flight: the oldest goes out alone. */
-			flush_pending(tr, 0, NULL, 0);
-			free_at = 0;
-		}
-		tr->pending[free_at].cap = malloc(size);
-		if (tr->pending[free_at].cap) {
-			memcpy(tr->pending[free_at].cap, cap, size);
-			tr->pending[free_at].size = size;
-		}
-	} else {
-		for (size_t i = 0; i < PENDING_MAX; i++)
-			if (tr->pending[i].cap && tr->pending[i].cap->frame == cap->frame &&
-			    tr->pending[i].cap->tid == cap->tid) {
-				flush_pending(tr, i, cap, size);
-				break;
-			}
-	}
+	call_pairs_add(&tr->pairs, tr->hp.cfg.pairs_return, cap, size, emit_pair, tr);
 	/* Keep the gate's idea of the next allowed time current. */
 	hooked_probe_refresh_gate(&tr->ap, tr->engine, &tr->hp);
 	return 0;
@@ -583,7 +533,7 @@ static int poll_loop(struct trace *tr, uint64_t start, bool renew_lease)
 				return EXIT_CANNOT_ATTACH;
 			}
 		}
-		evict_stale(tr, false);
+		call_pairs_evict(&tr->pairs, false, emit_pair, tr);
 		if (count_reached(tr))
 			break;
 		if (!tr->disabled && tr->hp.cfg.max_hits &&
@@ -591,7 +541,7 @@ static int poll_loop(struct trace *tr, uint64_t start, bool renew_lease)
 		    st.emitted >= tr->hp.cfg.max_hits) {
 			/* Let the returns of captured calls arrive first. */
 			probe_engine_poll(tr->engine, POLL_MS);
-			evict_stale(tr, true);
+			call_pairs_evict(&tr->pairs, true, emit_pair, tr);
 			tr->disabled = true;
 			attach_set_gate(&tr->ap, tr->hp.slot, false, 0);
 			emit_status(tr, "DISABLED", NULL, "MaxHits reached", NULL);
@@ -601,7 +551,7 @@ static int poll_loop(struct trace *tr, uint64_t start, bool renew_lease)
 			break;
 	}
 	probe_engine_poll(tr->engine, 0);
-	evict_stale(tr, true);
+	call_pairs_evict(&tr->pairs, true, emit_pair, tr);
 	print_counters(tr);
 	return EXIT_DONE;
 }
@@ -727,8 +677,7 @@ int do_trace(int argc, char **argv)
 	ret = run(tr);
 	if (tr->engine)
 		revert(tr);
-	for (size_t i = 0; i < PENDING_MAX; i++)
-		free(tr->pending[i].cap);
+	call_pairs_clear(&tr->pairs);
 	hooked_probe_free(&tr->hp);
 	probe_engine_close(tr->engine);
 	redactor_free(&tr->redactor);
