@@ -56,6 +56,7 @@ struct cfg_entry {
 	char environment[256];
 	bool api;
 	bool keep;			/* mark while a source's set is replaced */
+	uint64_t pid_start_time;	/* Pid: that process only (0: the first seen) */
 };
 
 enum inst_status { IS_PENDING, IS_READY, IS_ACTIVE, IS_DISABLED, IS_ERROR };
@@ -580,10 +581,11 @@ static void add_attr(void *ctx, const char *key, const char *value)
 	json_object_set_new(ctx, key, json_string(value));
 }
 
-static bool config_names_pid(struct probe_manager *pm, pid_t pid)
+static bool config_names_pid(struct probe_manager *pm, const struct proc_entry *p)
 {
 	for (size_t i = 0; i < pm->ncfgs; i++)
-		if (pm->cfgs[i]->pc.pid == pid)
+		if (pm->cfgs[i]->pc.pid == p->pid && (!pm->cfgs[i]->pid_start_time ||
+						       pm->cfgs[i]->pid_start_time == p->start_time))
 			return true;
 	return false;
 }
@@ -599,7 +601,7 @@ static void look_at(struct probe_manager *pm, struct proc_entry *p)
 		p->state = PROC_IGNORED;
 		return;
 	}
-	if (!p->id.service_name[0] && !config_names_pid(pm, p->pid)) {
+	if (!p->id.service_name[0] && !config_names_pid(pm, p)) {
 		p->state = PROC_IGNORED;
 		return;
 	}
@@ -659,6 +661,8 @@ static bool matches(const struct cfg_entry *c, const struct proc_entry *p)
 		       probe_config_matches_attrs(pc, p->attrs);
 	if (pc->pid && pc->pid != p->pid)
 		return false;
+	if (pc->pid && c->pid_start_time && c->pid_start_time != p->start_time)
+		return false;	/* a later process reusing the pid */
 	if (!pc->pid && !p->id.service_name[0])
 		return false;
 	if (pc->service[0] && strcmp(pc->service, p->id.service_name) != 0)
@@ -691,8 +695,11 @@ static void reconcile(struct probe_manager *pm)
 	for (size_t c = 0; c < pm->ncfgs; c++)
 		for (size_t p = 0; p < pm->nprocs; p++)
 			if (matches(pm->cfgs[c], pm->procs[p]) &&
-			    !find_inst(pm, pm->cfgs[c], pm->procs[p]))
+			    !find_inst(pm, pm->cfgs[c], pm->procs[p])) {
+				if (pm->cfgs[c]->pc.pid && !pm->cfgs[c]->pid_start_time)
+					pm->cfgs[c]->pid_start_time = pm->procs[p]->start_time;
 				inst_new(pm, pm->cfgs[c], pm->procs[p]);
+			}
 }
 
 /* --- configurations ------------------------------------------------------- */
@@ -763,6 +770,9 @@ static int cfg_put(struct probe_manager *pm, const char *source, const char *sco
 	snprintf(c->environment, sizeof(c->environment), "%s",
 		 environment ? environment : c->pc.environment);
 	c->keep = true;
+	/* A Pid names the process running now, not a later one reusing it. */
+	if (c->pc.pid && proc_read_start_time(c->pc.pid, &c->pid_start_time))
+		c->pid_start_time = 0;
 	if (VEC_PUSH(pm, cfgs, c)) {
 		probe_config_free(&c->pc);
 		free(c);
