@@ -19,6 +19,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1131,6 +1132,7 @@ int di_api_start(struct di_api **out, const struct di_api_opts *o, char *err,
 		 size_t err_len)
 {
 	struct di_api *api;
+	sigset_t all, old;
 	size_t len;
 	int ret;
 
@@ -1191,7 +1193,12 @@ int di_api_start(struct di_api **out, const struct di_api_opts *o, char *err,
 		set_err(err, err_len, "DI API client: curl_multi_init failed");
 		goto fail;
 	}
+	/* Signals are the main loop's (signalfd): a thread that did not block
+	 * them would take SIGTERM's default action and skip the revert. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
 	ret = -pthread_create(&api->thread, NULL, api_thread, api);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (ret) {
 		curl_multi_cleanup(api->multi);
 		curl_global_cleanup();
