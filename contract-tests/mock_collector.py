@@ -30,6 +30,7 @@ import base64
 import gzip
 import json
 import signal
+import socket
 import sys
 import threading
 import time
@@ -142,8 +143,34 @@ def flatten(request_body):
 
 
 class _Server(ThreadingHTTPServer):
+    """Keeps its open connections, so going down closes the kept-alive
+    ones too (a client's reused connection must fail like a new one)."""
     daemon_threads = True
     allow_reuse_address = True
+
+    def __init__(self, *args, **kw):
+        self.connections = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(*args, **kw)
+
+    def process_request(self, request, client_address):
+        with self.connections_lock:
+            self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        with self.connections_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self):
+        with self.connections_lock:
+            conns = list(self.connections)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -206,6 +233,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, {"mode": self.col.mode})
             return
         mode = self.col.mode
+        if mode == "closed":        # a request that raced the close
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
         if mode == "hang":
             self.col._up_event.wait()
             self.close_connection = True
@@ -275,6 +309,7 @@ class MockCollector:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server.close_connections()
             self._thread.join(timeout=5)
             self._server = None
 

@@ -22,8 +22,8 @@ The scenarios (one test each):
   4. The app restarted under the agent gets its probes back; another
      service is left alone (no helper loaded). Settings from ADOT's
      environment variables override the file.
-  5. SIGTERM: every hook reverted, the lease cleared, exit 0. SIGKILL: the
-     helper reverts by itself when the lease lapses.
+  5. SIGTERM: every hook reverted, the lease cleared, exit 0 (one test).
+     SIGKILL: the helper reverts by itself when the lease lapses (another).
   6. Local sources: a config file dropped into config_dir, changed and
      deleted; `pydi probe add/list/del` over the control socket, with
      per-process status, counters and FastAPI routes; the socket is 0600
@@ -389,11 +389,19 @@ class Agent:
                 and (since is None or o["_t"] >= since)]
 
     def snapshots(self, probe=None, pid=None, since=None):
+        """Snapshots (taken at or after since, by their own timestamp)."""
         return [o for o in self.lines() if o.get("type") == "snapshot"
                 and (probe is None or o.get("probe") == probe
                      or o.get("location_hash") == probe)
                 and (pid is None or o.get("pid") == pid)
-                and (since is None or o["_t"] >= since)]
+                and (since is None or o["timestamp"] >= since * 1000)]
+
+    def mark(self):
+        """Now, after reading every line written so far: statuses(since=
+        mark()) are those read later (a status line carries no time the
+        contract names)."""
+        self.lines()
+        return time.time()
 
     # -- its control socket --
 
@@ -831,12 +839,31 @@ def test_collector_down_queues_then_drops_and_counts(world):
     world.probes.append(latency)
     time.sleep(3)
 
-    def proc_list():
-        return json.dumps(agent.probe_list())[:2000]
+    def scrape():
+        try:
+            with urllib.request.urlopen(
+                    f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+                return r.read().decode()
+        except OSError as e:
+            return f"# unreachable: {e}"
+
+    def export_drops_in_metrics(text):
+        """Per metric family, the sum of its samples that count snapshots
+        dropped on the export path (queue full, export failed); the
+        largest family (two families may count the same drops)."""
+        families = {}
+        for line in text.splitlines():
+            if line.startswith("#") or "drop" not in line:
+                continue
+            m = re.match(r"^(\w+)(\{[^}]*\})?\s+([0-9.eE+]+)$", line.strip())
+            if m and EXPORT_DROP.search(m.group(2) or m.group(1)):
+                families[m.group(1)] = families.get(m.group(1), 0) + float(m.group(3))
+        return max(families.values()) if families else None, sorted(families)
 
     def totals():
-        made = dropped = 0
-        kinds = set()
+        """(snapshots made, export drops from probe list or None, drop
+        kinds in probe list) over the four probes in the app."""
+        made, dropped, kinds = 0, 0, set()
         for h in hashes.values():
             proc = agent.process(h, app.pid)
             assert proc is not None, (f"probe list lacks {h} pid {app.pid}",
@@ -850,22 +877,18 @@ def test_collector_down_queues_then_drops_and_counts(world):
                 # snapshot exists; only the export path's count here.
                 if EXPORT_DROP.search(kind):
                     dropped += count
+        if not any(EXPORT_DROP.search(k) for k in kinds):
+            dropped = None
         return made, dropped, kinds
 
-    made0, dropped0, kinds = totals()
-    assert any(EXPORT_DROP.search(k) for k in kinds), (
-        f"probe list drops {sorted(kinds)}: no export/queue drop count", proc_list())
+    made0, listed0, kinds = totals()
+    metrics0 = scrape()
     t_down = time.time()
     col.down("closed")
     time.sleep(8)
-    made1, dropped1, kinds = totals()
-    metrics = ""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
-                                    timeout=5) as resp:
-            metrics = resp.read().decode()
-    except OSError as e:
-        metrics = f"(metrics unreachable: {e})"
+    made1, listed1, kinds = totals()
+    time.sleep(1.2)             # the metrics page is republished every 1 s
+    metrics1 = scrape()
     t_up = time.time()
     col.up()
     wait_until("snapshots again after the collector came back", lambda: [
@@ -875,18 +898,24 @@ def test_collector_down_queues_then_drops_and_counts(world):
     assert agent.alive(), ctx()
 
     made = made1 - made0
-    dropped = dropped1 - dropped0
+    if listed0 is not None:
+        dropped, source = listed1 - listed0, "probe list drops"
+    else:
+        (m0, fam), (m1, _) = (export_drops_in_metrics(metrics0),
+                              export_drops_in_metrics(metrics1))
+        assert m0 is not None and m1 is not None, (
+            f"no export-queue drop count: probe list drops has only "
+            f"{sorted(kinds)}, metrics have none\n{metrics1}")
+        dropped, source = int(m1 - m0), f"metrics {fam} (probe list drops: " \
+            f"{sorted(kinds)}, no export drops per probe)"
     held = queue_max + batch_max
     from_window = [r for r in col.records()
                    if t_down + 0.2 < r["time_unix_nano"] / 1e9 < t_up - 0.2]
     base = latency.window(t_down - 3, t_down)
     down = latency.window(t_down, t_up)
-    drop_metrics = sorted({l.split("{")[0].split()[0] for l in metrics.splitlines()
-                           if "drop" in l and not l.startswith("#")})
-    note(f"collector down 8 s: {made} snapshots made, {dropped} dropped "
-         f"(probe list drops kinds {sorted(kinds)}), {len(from_window)} of the "
-         f"window delivered later; latency p95 {p95(base)*1000:.1f} -> "
-         f"{p95(down)*1000:.1f} ms; metrics with 'drop': {drop_metrics}")
+    note(f"collector down 8 s: {made} snapshots made, {dropped} dropped by "
+         f"{source}; {len(from_window)} of the window delivered later; "
+         f"app latency p95 {p95(base)*1000:.1f} -> {p95(down)*1000:.1f} ms")
     assert made > held + 5, (
         f"only {made} snapshots made in 8 s: cannot overflow queue_max={queue_max}")
     assert dropped >= made - held, (
@@ -963,53 +992,74 @@ def test_restarted_app_gets_probes_back_other_service_untouched(world):
 
 # == 5 ==
 
-def test_sigterm_reverts_and_sigkill_reverts_by_lease(world):
-    api, col = world.mocks()
-    service = service_name("revert")
-    app, load = world.app(service, routes=("sync", "dep"))
-    h_fn, h_line, h_dep = new_hash(), new_hash(), new_hash()
-    api.set_configs(service, ENVIRONMENT, "PROBE",
-                    [adot_config(h_fn, "sync_route", itype="PROBE"),
-                     adot_config(h_dep, "get_repo", itype="PROBE")])
-    api.set_configs(service, ENVIRONMENT, "BREAKPOINT",
-                    [adot_config(h_line, "sync_route", line=L["sync_body"],
-                                 max_hits=1000, capture_locals=True)])
-    settings = dict(api_url=api.url, otlp_endpoint=col.url, lease_ms=LEASE_MS)
+class Armed:
+    """An app with three probes from the API (a function PROBE and a line
+    BREAKPOINT in sync_route, a PROBE on the Depends() sub-dependency
+    get_repo) and the settings of an agent that arms them."""
 
-    def armed(agent, ctx):
-        for h in (h_fn, h_line, h_dep):
+    def __init__(self, world, what):
+        api, col = world.mocks()
+        service = service_name(what)
+        self.app, self.load = world.app(service, routes=("sync", "dep"))
+        self.hashes = [new_hash() for _ in range(3)]
+        h_fn, h_line, h_dep = self.hashes
+        api.set_configs(service, ENVIRONMENT, "PROBE",
+                        [adot_config(h_fn, "sync_route", itype="PROBE"),
+                         adot_config(h_dep, "get_repo", itype="PROBE")])
+        api.set_configs(service, ENVIRONMENT, "BREAKPOINT",
+                        [adot_config(h_line, "sync_route", line=L["sync_body"],
+                                     max_hits=1000, capture_locals=True)])
+        self.settings = dict(api_url=api.url, otlp_endpoint=col.url,
+                             lease_ms=LEASE_MS)
+
+    def wait_armed(self, agent, ctx):
+        """The helper's state once every probe has produced a snapshot."""
+        for h in self.hashes:
             wait_until(f"snapshots for {h}", lambda h=h: agent.snapshots(
-                h, pid=app.pid), 25, ctx)
-        assert app.hooked("sync_route") and app.hooked("get_repo"), \
+                h, pid=self.app.pid), 25, ctx)
+        assert self.app.hooked("sync_route") and self.app.hooked("get_repo"), \
             "3.11 hooks swap __code__: the probed code should be replaced"
-        state = helper_state(app.pid)
+        state = helper_state(self.app.pid)
         assert state and state["hooks_active"] > 0, state
         assert state["lease_deadline_ns"] != 0, ("lease not set", state)
         return state
 
-    agent = world.agent(**settings)
-    ctx = world.context(agent)
-    before = armed(agent, ctx)
+
+def test_sigterm_reverts_every_target_and_clears_the_lease(world):
+    armed = Armed(world, "sigterm")
+    app = armed.app
+    agent = world.agent(**armed.settings)
+    before = armed.wait_armed(agent, world.context(agent))
     t_term = time.time()
     rc = agent.stop(signal.SIGTERM)
     took = time.time() - t_term
-    assert rc == 0, (f"SIGTERM: exit {rc}", agent.tail())
     after = helper_state(app.pid)
-    assert app.codes_original(), ("hooks left after SIGTERM", app.state()["codes"])
-    assert after["hooks_active"] == 0, after
-    assert after["lease_deadline_ns"] == 0, ("lease left set after SIGTERM", after)
+    facts = (f"SIGTERM: agent exit {rc} after {took:.1f} s; helper before "
+             f"{before}, right after {after}; codes {app.state()['codes']}\n"
+             f"{agent.tail()}")
+    assert app.codes_original(), ("hooks left after SIGTERM", facts)
+    assert after["hooks_active"] == 0, facts
     assert after["lease_expiries"] == before["lease_expiries"], (
-        "SIGTERM left the revert to the lease", before, after)
+        "SIGTERM left the revert to the lease", facts)
+    assert after["lease_deadline_ns"] == 0, ("lease left set after SIGTERM", facts)
+    assert rc == 0, facts
     note(f"SIGTERM: exit 0 in {took:.1f} s, hooks reverted, lease cleared")
+    time.sleep(0.5)
+    assert app.alive()
+    assert_no_load_failures(armed.load)
 
-    agent2 = world.agent(**settings)
-    ctx2 = world.context(agent2)
-    before = armed(agent2, ctx2)
-    agent2.stop(signal.SIGKILL)
+
+def test_sigkill_targets_revert_by_lease(world):
+    armed = Armed(world, "sigkill")
+    app = armed.app
+    agent = world.agent(**armed.settings)
+    ctx = world.context(agent)
+    before = armed.wait_armed(agent, ctx)
+    agent.stop(signal.SIGKILL)
     t_kill = time.time()
     wait_until("hooks reverted by the lease after SIGKILL",
                lambda: app.codes_original(), LEASE_MS / 1000 + 2,
-               lambda: ctx2() + f"\nhelper: {helper_state(app.pid)}",
+               lambda: ctx() + f"\nhelper: {helper_state(app.pid)}",
                interval=0.05)
     reverted = time.time() - t_kill
     after = helper_state(app.pid)
@@ -1018,7 +1068,7 @@ def test_sigterm_reverts_and_sigkill_reverts_by_lease(world):
     note(f"SIGKILL: reverted by lease {reverted:.1f} s later (lease {LEASE_MS} ms)")
     time.sleep(0.5)
     assert app.alive()
-    assert_no_load_failures(load)
+    assert_no_load_failures(armed.load)
 
 
 # == 6 ==
@@ -1040,7 +1090,7 @@ def test_local_sources_config_dir_and_control_socket(world):
 
     # -- a file in config_dir: add, change, delete --
     path = os.path.join(agent.config_dir, "dir-p1.json")
-    t0 = time.time()
+    t0 = agent.mark()
     dir_config(path, adot_config("dir-p1", "sync_route", itype="PROBE",
                                  service=service))
     ready = wait_until("READY for the dropped config file", lambda: [
@@ -1054,7 +1104,7 @@ def test_local_sources_config_dir_and_control_socket(world):
     assert entry and entry["source"] == "dir", entry
     assert app.hooked("sync_route")
 
-    t1 = time.time()
+    t1 = agent.mark()
     dir_config(path, adot_config("dir-p1", "async_route", itype="PROBE",
                                  service=service))
     wait_until("READY again after the file changed", lambda: [
@@ -1088,7 +1138,7 @@ def test_local_sources_config_dir_and_control_socket(world):
 
     add = agent.cli("probe", "add", "--id", "sock-dep", "--service", service,
                     "--type", "BREAKPOINT", "--capture", "args,return",
-                    "--max-hits", "1000", "--rate", "50", f"{M}:get_repo")
+                    "--max-hits", "1000", f"{M}:get_repo")
     assert add.returncode == 0, (add.stdout, add.stderr, ctx())
     cfg_file = os.path.join(agent.dir, "file-p2.json")
     with open(cfg_file, "w") as f:
@@ -1152,6 +1202,18 @@ def test_local_sources_config_dir_and_control_socket(world):
         p["id"] for p in agent.probe_list()["probes"]} & {"sock-dep", "file-p2"},
         5, ctx)
     wait_until("all hooks reverted", lambda: app.codes_original(), 5, ctx)
+
+    # --rate N: a rate-limited probe (at most N snapshots a second).
+    rated = agent.cli("probe", "add", "--id", "sock-rate", "--service", service,
+                      "--type", "PROBE", "--rate", "2", f"{M}:sync_route")
+    assert rated.returncode == 0, ("probe add --rate", rated.stdout, rated.stderr)
+    wait_until("snapshots of the rate-limited probe", lambda: agent.snapshots(
+        "sock-rate", pid=app.pid), 10, ctx)
+    t_rate = time.time()
+    time.sleep(3)
+    got = len(agent.snapshots("sock-rate", since=t_rate + 0.5))
+    assert got <= 2 * 3 + 1, f"--rate 2 gave {got} snapshots in 2.5 s"
+    assert agent.cli("probe", "del", "sock-rate").returncode == 0
     assert agent.alive(), ctx()
     assert_no_load_failures(load)
 
