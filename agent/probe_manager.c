@@ -41,6 +41,7 @@ struct proc_entry {
 	json_t *attrs;			/* resource attributes, for AttributeFilters */
 	struct attached_proc ap;
 	bool injected;
+	uint64_t lease_expiries;	/* the helper's count when we last looked */
 	char unsupported[256];
 	uint64_t check_at_ns;
 	unsigned int looks;
@@ -466,6 +467,8 @@ static void try_attach(struct probe_manager *pm, struct instance *in)
 			return;
 		}
 		p->injected = true;
+		if (helper_read_state(&p->ap.hc) == 0)
+			p->lease_expiries = p->ap.hc.state.lease_expiries;
 		clean_stale_hooks(pm, p);
 	}
 	if (alloc_slot(pm, in, &slot)) {
@@ -835,6 +838,32 @@ int pm_del_config(struct probe_manager *pm, const char *id)
 
 /* --- the periodic work ---------------------------------------------------- */
 
+/*
+ * The agent stood still for longer than the lease (SIGSTOP, a CPU-starved
+ * cgroup) and the helper reverted every hook: hook them again.
+ */
+static void check_lease_lapsed(struct probe_manager *pm, struct proc_entry *p)
+{
+	if (helper_read_state(&p->ap.hc) ||
+	    p->ap.hc.state.lease_expiries == p->lease_expiries)
+		return;
+	p->lease_expiries = p->ap.hc.state.lease_expiries;
+	fprintf(stderr, "pydi agent: pid %d: the lease lapsed (the agent stood still for "
+		"more than %llu ms) and the helper reverted its hooks: hooking again\n",
+		p->pid, (unsigned long long)pm->o.lease_ms);
+	for (size_t i = 0; i < pm->ninsts; i++) {
+		struct instance *in = pm->insts[i];
+
+		if (in->proc != p || !in->has_slot)
+			continue;
+		unhook(pm, in);
+		hooked_probe_free(&in->hp);
+		in->status = IS_PENDING;
+		in->attempts = 0;
+		in->retry_at_ns = 0;
+	}
+}
+
 static void every_second(struct probe_manager *pm)
 {
 	for (size_t i = 0; i < pm->nprocs; i++) {
@@ -845,8 +874,10 @@ static void every_second(struct probe_manager *pm)
 			proc_drop(pm, i--, false);
 			continue;
 		}
-		if (p->injected)
+		if (p->injected) {
 			helper_set_lease(&p->ap.hc, pm->o.lease_ms);
+			check_lease_lapsed(pm, p);
+		}
 	}
 	for (size_t i = 0; i < pm->ninsts; i++) {
 		struct instance *in = pm->insts[i];
