@@ -85,7 +85,6 @@ struct instance {
 	uint64_t retry_at_ns;
 	unsigned int attempts;
 	uint64_t snapshots;
-	uint64_t export_drops;		/* the exporter's queue was full */
 	struct pyprobe_stats stats;	/* as last read: kept after unhooking */
 	struct pydi_gate gate;
 	struct call_pairs pairs;
@@ -234,12 +233,10 @@ static void emit(struct probe_manager *pm, struct instance *in,
 	json_object_set_new(snap, "pid", json_integer(in->proc->pid));
 	json_object_set_new(snap, "probe", json_string(in->cfg->pc.id));
 	in->snapshots++;
-	if (exporter_submit(pm->o.exporter, snap)) {
+	if (exporter_submit(pm->o.exporter, snap))
 		pm->snapshots_submitted++;
-	} else {
+	else
 		pm->snapshots_dropped++;
-		in->export_drops++;
-	}
 }
 
 static void emit_pair(void *ctx, const struct pyprobe_capture *first, size_t first_size,
@@ -952,7 +949,7 @@ static json_t *inst_json(struct probe_manager *pm, struct instance *in)
 	json_t *j;
 
 	read_counters(pm, in);
-	j = json_pack("{s:i,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I}}",
+	j = json_pack("{s:i,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I}}",
 		      "pid", in->proc->pid, "service", in->proc->id.service_name,
 		      "environment", in->proc->id.environment,
 		      "status", status_names[in->status],
@@ -961,8 +958,7 @@ static json_t *inst_json(struct probe_manager *pm, struct instance *in)
 		      "snapshots", (json_int_t)in->snapshots,
 		      "drops", "rate", (json_int_t)(st->drop_rate + gate->skipped),
 		      "max_hits", (json_int_t)st->drop_max_hits,
-		      "ringbuf", (json_int_t)st->drop_ringbuf,
-		      "export_queue", (json_int_t)in->export_drops);
+		      "ringbuf", (json_int_t)st->drop_ringbuf);
 	if (in->cause[0])
 		json_object_set_new(j, "error_cause", json_string(in->cause));
 	if (in->message[0])
