@@ -251,6 +251,52 @@ static void read_offsets(struct pyproc *pp)
 	check_remote_debug(pp);
 }
 
+/*
+ * At most max bytes from the start of a file. The environment of a process
+ * can be as large as its stack limit allows (tens of MiB); its first MiB
+ * is what we read, and the variable cut at the end is ignored.
+ */
+static int read_prefix(const char *path, size_t max, char **out, size_t *len)
+{
+	size_t cap = 64 << 10, used = 0;
+	char *buf = NULL, *grown;
+	ssize_t n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), err = 0;
+
+	if (fd < 0)
+		return -errno;
+	for (;;) {
+		if (!buf || used == cap) {
+			if (buf && cap >= max)
+				break;
+			cap = !buf ? cap : cap * 2 > max ? max : cap * 2;
+			grown = realloc(buf, cap + 1);
+			if (!grown) {
+				err = -ENOMEM;
+				break;
+			}
+			buf = grown;
+		}
+		n = read(fd, buf + used, cap - used);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			err = -errno;
+		if (n <= 0)
+			break;
+		used += (size_t)n;
+	}
+	close(fd);
+	if (err) {
+		free(buf);
+		return err;
+	}
+	buf[used] = '\0';
+	*out = buf;
+	*len = used;
+	return 0;
+}
+
 int service_identity_read(pid_t pid, struct service_identity *id)
 {
 	char path[64], *text;
@@ -259,7 +305,7 @@ int service_identity_read(pid_t pid, struct service_identity *id)
 
 	memset(id, 0, sizeof(*id));
 	snprintf(path, sizeof(path), "/proc/%d/environ", pid);
-	ret = read_file_bounded(path, ENVIRON_MAX_BYTES, &text, &len);
+	ret = read_prefix(path, ENVIRON_MAX_BYTES, &text, &len);
 	if (ret)
 		return ret;
 	service_identity_parse(text, len, id);
