@@ -17,7 +17,11 @@ static int hex_value(char c)
 	return -1;
 }
 
-/* Copy [s, s+len) percent-decoded and trimmed into out (always terminated). */
+/*
+ * Copy [s, s+len) percent-decoded and trimmed into out (always terminated).
+ * Control characters become '?': these names come from a process we do not
+ * trust and go into our log lines (a newline would forge one).
+ */
 static void copy_decoded(const char *s, size_t len, char *out, size_t out_len)
 {
 	size_t o = 0;
@@ -42,6 +46,9 @@ static void copy_decoded(const char *s, size_t len, char *out, size_t out_len)
 		out[o++] = s[i];
 	}
 	out[o] = '\0';
+	for (size_t i = 0; i < o; i++)
+		if ((unsigned char)out[i] < 0x20 || out[i] == 0x7f)
+			out[i] = '?';
 }
 
 bool resource_attr_get(const char *attrs, const char *key, char *out,
