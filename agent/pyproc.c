@@ -299,8 +299,8 @@ static int read_prefix(const char *path, size_t max, char **out, size_t *len)
 
 int service_identity_read(pid_t pid, struct service_identity *id)
 {
-	char path[64], *text;
-	size_t len;
+	char path[64], *text = NULL;
+	size_t len = 0;
 	int ret;
 
 	memset(id, 0, sizeof(*id));
