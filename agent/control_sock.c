@@ -14,7 +14,10 @@
 #include "control_sock.h"
 #include "errbuf.h"
 
-#define IO_TIMEOUT_MS	5000
+/* The agent serves one client at a time: a silent one is cut off soon. A
+ * client waits longer, while the agent attaches what it asked for. */
+#define SERVER_IO_TIMEOUT_MS	1000
+#define CLIENT_IO_TIMEOUT_MS	30000
 
 static int fill_addr(const char *path, struct sockaddr_un *addr, char *err, size_t err_len)
 {
@@ -94,9 +97,10 @@ static int wait_fd(int fd, short events, uint64_t deadline_ms)
 }
 
 /* Read until EOF or a newline ends one JSON document. */
-static int read_message(int fd, char **out, char *err, size_t err_len)
+static int read_message(int fd, unsigned int timeout_ms, char **out, char *err,
+			size_t err_len)
 {
-	uint64_t deadline = monotonic_ms() + IO_TIMEOUT_MS;
+	uint64_t deadline = monotonic_ms() + timeout_ms;
 	size_t len = 0, cap = 4096;
 	char *buf = malloc(cap);
 	int ret = 0;
@@ -151,7 +155,7 @@ static int read_message(int fd, char **out, char *err, size_t err_len)
 
 static int write_all(int fd, const char *text, size_t len)
 {
-	uint64_t deadline = monotonic_ms() + IO_TIMEOUT_MS;
+	uint64_t deadline = monotonic_ms() + SERVER_IO_TIMEOUT_MS;
 
 	while (len) {
 		ssize_t n = send(fd, text, len, MSG_NOSIGNAL);
@@ -212,7 +216,7 @@ int control_accept(int listen_fd, json_t **request, int *client_fd, char *err,
 					    "permission denied: the agent takes commands from root only"));
 		return -EACCES;
 	}
-	ret = read_message(fd, &text, err, err_len);
+	ret = read_message(fd, SERVER_IO_TIMEOUT_MS, &text, err, err_len);
 	if (ret) {
 		close(fd);
 		return ret;
@@ -254,7 +258,7 @@ int control_call(const char *path, json_t *request, json_t **reply, char *err,
 	}
 	ret = send_json(fd, request);
 	if (!ret)
-		ret = read_message(fd, &text, err, err_len);
+		ret = read_message(fd, CLIENT_IO_TIMEOUT_MS, &text, err, err_len);
 	close(fd);
 	if (ret) {
 		if (!err || !err[0])

@@ -21,6 +21,7 @@
 #define LOOK_RETRIES		5
 #define STARTUP_GRACE_S		20	/* modules may still be importing */
 #define SECOND_NS		NS_PER_S
+#define WORK_BUDGET_NS		(50 * NS_PER_MS)	/* slow work per tick */
 #define AGENT_PROBE_PREFIX	"agent/"
 #define FAILED_MEMORY_MAX	4096
 /* What ADOT's client sends when the resource names no environment. */
@@ -897,8 +898,12 @@ static void every_second(struct probe_manager *pm)
 void pm_tick(struct probe_manager *pm)
 {
 	uint64_t now = monotonic_ns();
+	/* Looking at processes and injecting are the slow part: a burst of new
+	 * processes is spread over ticks so that captures, the control socket
+	 * and signals are served in between. */
+	uint64_t budget_end = now + WORK_BUDGET_NS;
 
-	for (size_t i = 0; i < pm->nprocs; i++) {
+	for (size_t i = 0; i < pm->nprocs && monotonic_ns() < budget_end; i++) {
 		struct proc_entry *p = pm->procs[i];
 
 		if (p->state == PROC_CANDIDATE && now >= p->check_at_ns)
@@ -909,7 +914,8 @@ void pm_tick(struct probe_manager *pm)
 	for (size_t i = 0; i < pm->ninsts; i++) {
 		struct instance *in = pm->insts[i];
 
-		if (in->status == IS_PENDING && monotonic_ns() >= in->retry_at_ns)
+		if (in->status == IS_PENDING && monotonic_ns() >= in->retry_at_ns &&
+		    monotonic_ns() < budget_end)
 			try_attach(pm, in);
 		if (in->has_slot && expired(in->cfg)) {
 			unhook(pm, in);
