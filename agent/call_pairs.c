@@ -65,6 +65,14 @@ void call_pairs_evict(struct call_pairs *cp, bool all, call_pair_fn fn, void *ct
 			flush(cp, i, NULL, 0, fn, ctx);
 }
 
+bool call_pairs_empty(const struct call_pairs *cp)
+{
+	for (size_t i = 0; i < CALL_PAIRS_MAX; i++)
+		if (cp->calls[i].cap)
+			return false;
+	return true;
+}
+
 void call_pairs_clear(struct call_pairs *cp)
 {
 	for (size_t i = 0; i < CALL_PAIRS_MAX; i++) {

@@ -36,6 +36,7 @@ void call_pairs_add(struct call_pairs *cp, bool pairs_return,
 		    call_pair_fn fn, void *ctx);
 /* Send out alone the entries older than CALL_PAIRS_EVICT_NS (all: every one). */
 void call_pairs_evict(struct call_pairs *cp, bool all, call_pair_fn fn, void *ctx);
+bool call_pairs_empty(const struct call_pairs *cp);
 /* Free waiting entries without sending them. */
 void call_pairs_clear(struct call_pairs *cp);
 

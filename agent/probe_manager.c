@@ -22,6 +22,7 @@
 #define STARTUP_GRACE_S		20	/* modules may still be importing */
 #define SECOND_NS		NS_PER_S
 #define WORK_BUDGET_NS		(50 * NS_PER_MS)	/* slow work per tick */
+#define DRAIN_NS		(2 * NS_PER_S)
 #define AGENT_PROBE_PREFIX	"agent/"
 #define FAILED_MEMORY_MAX	4096
 /* What ADOT's client sends when the resource names no environment. */
@@ -84,6 +85,7 @@ struct instance {
 	char cause[32];
 	char message[512];
 	uint64_t retry_at_ns;
+	uint64_t drain_until_ns;	/* MaxHits reached: waiting for call ends */
 	unsigned int attempts;
 	uint64_t snapshots;
 	struct pyprobe_stats stats;	/* as last read: kept after unhooking */
@@ -258,7 +260,8 @@ static int on_capture(void *ctx, const struct pyprobe_capture *cap, size_t size)
 	if (in->status == IS_READY)
 		set_status(pm, in, IS_ACTIVE, NULL, NULL);
 	call_pairs_add(&in->pairs, in->hp.cfg.pairs_return, cap, size, emit_pair, in);
-	hooked_probe_refresh_gate(&in->proc->ap, pm->engine, &in->hp);
+	if (!in->drain_until_ns)
+		hooked_probe_refresh_gate(&in->proc->ap, pm->engine, &in->hp);
 	return 0;
 }
 
@@ -495,16 +498,27 @@ static void try_attach(struct probe_manager *pm, struct instance *in)
 	set_status(pm, in, IS_READY, NULL, NULL);
 }
 
-/* MaxHits reached: the returns of captured calls first, then unhook. */
+/*
+ * MaxHits reached: no new call through the gate (BPF drops any that still
+ * trap), but the ends of the captured calls still pass it, so each snapshot
+ * gets its return value; unhook once they are in, or after DRAIN_NS.
+ */
 static void check_max_hits(struct probe_manager *pm, struct instance *in)
 {
 	struct pyprobe_stats st;
 
-	if (!in->has_slot || !in->hp.cfg.max_hits ||
-	    probe_engine_stats(pm->engine, in->hp.slot, &st) || st.emitted < in->hp.cfg.max_hits)
+	if (!in->has_slot || !in->hp.cfg.max_hits)
 		return;
-	attach_set_gate(&in->proc->ap, in->hp.slot, false, 0);
-	probe_engine_poll(pm->engine, 50);
+	if (!in->drain_until_ns) {
+		if (probe_engine_stats(pm->engine, in->hp.slot, &st) ||
+		    st.emitted < in->hp.cfg.max_hits)
+			return;
+		attach_set_gate(&in->proc->ap, in->hp.slot, true, UINT64_MAX);
+		in->drain_until_ns = monotonic_ns() + DRAIN_NS;
+		return;
+	}
+	if (!call_pairs_empty(&in->pairs) && monotonic_ns() < in->drain_until_ns)
+		return;
 	unhook(pm, in);
 	set_status(pm, in, IS_DISABLED, NULL, "MaxHits reached");
 }
@@ -862,6 +876,7 @@ static void check_lease_lapsed(struct probe_manager *pm, struct proc_entry *p)
 		in->status = IS_PENDING;
 		in->attempts = 0;
 		in->retry_at_ns = 0;
+		in->drain_until_ns = 0;
 	}
 }
 

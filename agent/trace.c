@@ -29,6 +29,7 @@
 #define LEASE_RENEW_MS		1000
 #define COMMAND_TIMEOUT_MS	10000
 #define POLL_MS			100
+#define DRAIN_MS		2000	/* MaxHits: wait this long for call ends */
 #define DEFAULT_MAX_HITS	100	/* BREAKPOINT default, as ADOT */
 #define DEFAULT_RATE		5.0	/* snapshots per second */
 #define RINGBUF_BYTES		(4u << 20)
@@ -539,8 +540,14 @@ static int poll_loop(struct trace *tr, uint64_t start, bool renew_lease)
 		if (!tr->disabled && tr->hp.cfg.max_hits &&
 		    probe_engine_stats(tr->engine, tr->hp.slot, &st) == 0 &&
 		    st.emitted >= tr->hp.cfg.max_hits) {
-			/* Let the returns of captured calls arrive first. */
-			probe_engine_poll(tr->engine, POLL_MS);
+			/* No new call through the gate; the ends of the captured
+			 * ones still pass it, and each snapshot waits for its end. */
+			uint64_t drain_end = monotonic_ns() + DRAIN_MS * 1000000ull;
+
+			attach_set_gate(&tr->ap, tr->hp.slot, true, UINT64_MAX);
+			while (!call_pairs_empty(&tr->pairs) && monotonic_ns() < drain_end &&
+			       !exiting)
+				probe_engine_poll(tr->engine, POLL_MS);
 			call_pairs_evict(&tr->pairs, true, emit_pair, tr);
 			tr->disabled = true;
 			attach_set_gate(&tr->ap, tr->hp.slot, false, 0);
