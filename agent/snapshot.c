@@ -19,7 +19,9 @@
 /* The objects of one capture, indexed by address. */
 struct objects {
 	const struct pyprobe_capture *cap;
-	const struct pyprobe_obj *obj[PYPROBE_MAX_OBJS];
+	/* Copies: an object follows a payload of any length, so headers in
+	 * the capture are not aligned. */
+	struct pyprobe_obj obj[PYPROBE_MAX_OBJS];
 	const uint8_t *payload[PYPROBE_MAX_OBJS];
 	size_t count;
 	uint64_t seen[SEEN_MAX];	/* the path being decoded: cycles */
@@ -57,11 +59,11 @@ static void index_objects(struct objects *o, const struct pyprobe_capture *cap,
 	if (data_len > avail)
 		data_len = avail;
 	while (o->count < PYPROBE_MAX_OBJS && off + sizeof(struct pyprobe_obj) <= data_len) {
-		const struct pyprobe_obj *obj = (const void *)(cap->data + off);
+		struct pyprobe_obj *obj = &o->obj[o->count];
 
+		memcpy(obj, cap->data + off, sizeof(*obj));
 		if (obj->len > data_len - off - sizeof(*obj))
 			break;
-		o->obj[o->count] = obj;
 		o->payload[o->count] = cap->data + off + sizeof(*obj);
 		o->count++;
 		off += sizeof(*obj) + obj->len;
@@ -71,7 +73,7 @@ static void index_objects(struct objects *o, const struct pyprobe_capture *cap,
 static int find_object(const struct objects *o, uint64_t addr)
 {
 	for (size_t i = 0; i < o->count; i++)
-		if (o->obj[i]->addr == addr)
+		if (o->obj[i].addr == addr)
 			return (int)i;
 	return -1;
 }
@@ -122,7 +124,7 @@ static json_t *redacted(struct decode *d, uint64_t addr)
 {
 	int i = find_object(d->objs, addr);
 
-	return not_captured(i >= 0 ? type_name(d->t, d->objs->obj[i]->type) : "object",
+	return not_captured(i >= 0 ? type_name(d->t, d->objs->obj[i].type) : "object",
 			    "redacted");
 }
 
@@ -236,9 +238,9 @@ static char *key_text(struct decode *d, uint64_t addr)
 	int i = find_object(d->objs, addr);
 	uint64_t length;
 
-	if (i < 0 || d->objs->obj[i]->kind != PYOBJ_STR)
+	if (i < 0 || d->objs->obj[i].kind != PYOBJ_STR)
 		return NULL;
-	return str_text(d->objs->obj[i], d->objs->payload[i], &length);
+	return str_text(&d->objs->obj[i], d->objs->payload[i], &length);
 }
 
 static json_t *decode_pairs(struct decode *d, const char *type,
@@ -304,7 +306,7 @@ static json_t *decode_value(struct decode *d, uint64_t addr, unsigned int depth)
 	i = find_object(o, addr);
 	if (i < 0)
 		return not_captured("object", o->cap->truncated ? "capture_budget" : "depth");
-	obj = o->obj[i];
+	obj = &o->obj[i];
 	payload = o->payload[i];
 	/* A copy: decoding what this object holds reuses the type cache. */
 	snprintf(tname_buf, sizeof(tname_buf), "%s",
@@ -465,7 +467,7 @@ static json_t *decode_throwable(struct decode *d, uint64_t exc, json_t *stack)
 {
 	const struct objects *o = d->objs;
 	int i = find_object(o, exc), ai;
-	const char *tname = i >= 0 ? type_name(d->t, o->obj[i]->type) : "BaseException";
+	const char *tname = i >= 0 ? type_name(d->t, o->obj[i].type) : "BaseException";
 	char *message = NULL;
 
 	/*
@@ -476,8 +478,8 @@ static json_t *decode_throwable(struct decode *d, uint64_t exc, json_t *stack)
 	 * before anything else at that depth.
 	 */
 	ai = 1;
-	if (i == 0 && o->count > 1 && o->obj[ai]->kind == PYOBJ_TUPLE &&
-	    o->obj[ai]->depth == 1 && o->obj[ai]->len >= 16)
+	if (i == 0 && o->count > 1 && o->obj[ai].kind == PYOBJ_TUPLE &&
+	    o->obj[ai].depth == 1 && o->obj[ai].len >= 16)
 		message = key_text((struct decode *)d, word(o->payload[ai], 1));
 	json_t *t = json_pack("{s:s,s:s,s:o}", "type", tname, "message",
 			      message ? message : "", "stacktrace", stack);
@@ -510,7 +512,8 @@ static int64_t wall_ms(uint64_t mono_ns)
 	clock_gettime(CLOCK_MONOTONIC, &mono);
 	offset = (int64_t)(real.tv_sec - mono.tv_sec) * 1000000000LL +
 		 (real.tv_nsec - mono.tv_nsec);
-	return ((int64_t)mono_ns + offset) / 1000000;
+	/* Unsigned: wraps instead of overflowing on a nonsense stamp. */
+	return (int64_t)((mono_ns + (uint64_t)offset) / 1000000);
 }
 
 static json_t *thread_info(pid_t pid, uint32_t tid)
@@ -566,7 +569,8 @@ json_t *snapshot_build(struct snapshot_target *t, const struct snapshot_probe *p
 	snap = json_pack("{s:s,s:I}", "id", id, "timestamp", (json_int_t)wall_ms(first->ts_ns));
 	if (ret)
 		json_object_set_new(snap, "duration",
-				    json_integer((json_int_t)((ret->ts_ns - first->ts_ns) / 1000000)));
+				    json_integer(ret->ts_ns > first->ts_ns ?
+						 (json_int_t)((ret->ts_ns - first->ts_ns) / 1000000) : 0));
 	if (t->pp->identity.service_name[0])
 		json_object_set_new(snap, "service", json_string(t->pp->identity.service_name));
 	if (t->pp->identity.environment[0])
