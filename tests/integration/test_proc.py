@@ -147,9 +147,13 @@ def test_garbage_arguments_are_one_line_errors(args, code):
 
 
 def test_ambiguous_prefix_lists_candidates():
-    # "pydi proc" vs "pydi probe" arrives later; today "c" is only "code".
+    # "pro" is proc or probe: an error naming both, never a guess.
     rc, out, err = run_pydi("pro", "li")
-    assert rc == 0
+    assert rc == 1 and "proc" in err and "probe" in err, (rc, err)
+    rc, out, err = run_pydi("proc", "li")
+    assert rc == 0, err
+    rc, out, err = run_pydi("probe", "--socket", "/nonexistent/agent.sock", "li")
+    assert rc == 3 and "pydi agent" in err, (rc, err)
     rc, out, err = run_pydi("proc", "s", "1", "2")
     assert rc == 1
 
