@@ -4,20 +4,42 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include "attach.h"
 #include "errbuf.h"
 #include "ptrace_call.h"
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
 
 #define COMMAND_TIMEOUT_MS	10000
 
 int attach_open(struct attached_proc *ap, pid_t pid, struct probe_engine *pe,
 		char *err, size_t err_len)
 {
-	int ret = pyproc_open(pid, &ap->pp, err, err_len);
+	uint64_t start_time;
+	int ret;
 
+	ap->pidfd = -1;
+	ret = pyproc_open(pid, &ap->pp, err, err_len);
 	if (ret)
 		return ret;
 	ap->opened = true;
+	/* The pidfd names the process we just inspected only if the pid still
+	 * has its start time once the pidfd is open. */
+	ap->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (ap->pidfd < 0 || proc_read_start_time(pid, &start_time) ||
+	    start_time != ap->pp.start_time) {
+		set_err(err, err_len, "pid %d: the process is gone", pid);
+		return -ESRCH;
+	}
 	snapshot_target_init(&ap->snap, &ap->pp, 0);
 	if (!ap->pp.instrumentable) {
 		set_err(err, err_len, "pid %d: %s", pid, ap->pp.reason);
@@ -40,6 +62,8 @@ static void tell_frame_offsets(struct attached_proc *ap)
 	};
 	uint64_t known = 1;
 
+	if (!attach_alive(ap))
+		return;
 	if (pt_write_mem(ap->pp.pid, ap->hc.state_addr +
 			 offsetof(struct pydi_helper_state, tstate_cframe),
 			 where, sizeof(where)) == 0)
@@ -65,14 +89,25 @@ int attach_inject(struct attached_proc *ap, struct probe_engine *pe,
 	if (probe_engine_get_layout(pe, ap->pp.pid, &lay) == 0)
 		ap->snap.true_addr = lay.true_addr;
 	tell_frame_offsets(ap);
-	helper_set_lease(&ap->hc, lease_ms);
+	attach_renew_lease(ap, lease_ms);
 	return 0;
+}
+
+bool attach_alive(const struct attached_proc *ap)
+{
+	return ap->pidfd >= 0 &&
+	       syscall(SYS_pidfd_send_signal, ap->pidfd, 0, NULL, 0) == 0;
+}
+
+void attach_renew_lease(struct attached_proc *ap, uint64_t lease_ms)
+{
+	if (ap->injected && attach_alive(ap))
+		helper_set_lease(&ap->hc, lease_ms);
 }
 
 void attach_close(struct attached_proc *ap, struct probe_engine *pe)
 {
-	if (ap->injected)
-		helper_set_lease(&ap->hc, 0);
+	attach_renew_lease(ap, 0);
 	if (ap->opened) {
 		probe_engine_remove_process(pe, ap->pp.pid);
 		snapshot_target_free(&ap->snap);
@@ -80,6 +115,9 @@ void attach_close(struct attached_proc *ap, struct probe_engine *pe)
 	}
 	if (ap->injected)
 		helper_close(&ap->hc);
+	if (ap->opened && ap->pidfd >= 0)
+		close(ap->pidfd);
+	ap->pidfd = -1;
 	ap->opened = ap->injected = false;
 }
 
@@ -94,6 +132,11 @@ json_t *attach_command(struct attached_proc *ap, json_t *cmd, char *err,
 	json_decref(cmd);
 	if (!text) {
 		set_err(err, err_len, "out of memory");
+		return NULL;
+	}
+	if (!attach_alive(ap)) {
+		free(text);
+		set_err(err, err_len, "pid %d: the process is gone", ap->pp.pid);
 		return NULL;
 	}
 	ret = helper_command(&ap->hc, text, &reply, COMMAND_TIMEOUT_MS);
@@ -140,7 +183,7 @@ void attach_set_gate(struct attached_proc *ap, uint32_t slot, bool armed,
 {
 	struct pydi_gate gate;
 
-	if (attach_read_gate(ap, slot, &gate))
+	if (attach_read_gate(ap, slot, &gate) || !attach_alive(ap))
 		return;
 	gate.armed = armed;
 	gate.next_allowed_ns = next_allowed_ns;
@@ -162,7 +205,7 @@ void attach_reset_slot(struct attached_proc *ap, struct probe_engine *pe,
 {
 	struct pydi_gate gate = { 0 };
 
-	if (ap->injected && ap->hc.state.gates)
+	if (ap->injected && ap->hc.state.gates && attach_alive(ap))
 		pt_write_mem(ap->pp.pid, gate_addr(ap, slot), &gate, sizeof(gate));
 	probe_engine_reset_stats(pe, slot);
 }

@@ -19,6 +19,7 @@
 
 struct attached_proc {
 	struct pyproc pp;
+	int pidfd;			/* this process, whatever its pid names later */
 	struct helper_client hc;
 	struct snapshot_target snap;
 	struct inject_result inject;
@@ -33,6 +34,14 @@ int attach_open(struct attached_proc *ap, pid_t pid, struct probe_engine *pe,
 /* Load the helper (or reuse it), attach the hook uprobe, set the lease. */
 int attach_inject(struct attached_proc *ap, struct probe_engine *pe,
 		  uint64_t lease_ms, char *err, size_t err_len);
+/*
+ * Still the process we opened? A pid is reused once its process is gone;
+ * every write into the target and every decoded capture is checked against
+ * the pidfd taken at open, never against the pid.
+ */
+bool attach_alive(const struct attached_proc *ap);
+/* Renew the helper's lease (if the process is still ours). */
+void attach_renew_lease(struct attached_proc *ap, uint64_t lease_ms);
 /* Clear the lease (hooks stay until unhooked) and forget the process. */
 void attach_close(struct attached_proc *ap, struct probe_engine *pe);
 

@@ -233,6 +233,12 @@ static void emit(struct probe_manager *pm, struct instance *in,
 
 	if (!snap)
 		return;
+	/* Decoded by pid: if the process is gone, the pid may name another
+	 * one by now, and what was read is not this snapshot's. */
+	if (!attach_alive(&in->proc->ap)) {
+		json_decref(snap);
+		return;
+	}
 	json_object_set_new(snap, "pid", json_integer(in->proc->pid));
 	json_object_set_new(snap, "probe", json_string(in->cfg->pc.id));
 	in->snapshots++;
@@ -885,13 +891,15 @@ static void every_second(struct probe_manager *pm)
 	for (size_t i = 0; i < pm->nprocs; i++) {
 		struct proc_entry *p = pm->procs[i];
 
-		/* A backstop for exit events the ring buffer lost. */
-		if (kill(p->pid, 0) && errno == ESRCH) {
+		/* A backstop for exit events the ring buffer lost (an opened
+		 * process by its pidfd: its pid may already name another). */
+		if ((p->state == PROC_OPEN || p->state == PROC_UNSUPPORTED) ?
+		    !attach_alive(&p->ap) : kill(p->pid, 0) && errno == ESRCH) {
 			proc_drop(pm, i--, false);
 			continue;
 		}
 		if (p->injected) {
-			helper_set_lease(&p->ap.hc, pm->o.lease_ms);
+			attach_renew_lease(&p->ap, pm->o.lease_ms);
 			check_lease_lapsed(pm, p);
 		}
 	}

@@ -525,7 +525,7 @@ static int poll_loop(struct trace *tr, uint64_t start, bool renew_lease)
 			break;
 		if (now - last_renew > LEASE_RENEW_MS * 1000000ull) {
 			if (renew_lease)
-				helper_set_lease(&tr->ap.hc, LEASE_MS);
+				attach_renew_lease(&tr->ap, LEASE_MS);
 			hooked_probe_follow_code(&tr->ap, tr->engine, tr->probe_id, &tr->hp);
 			last_renew = now;
 			if (kill(env.pid, 0) && errno == ESRCH) {
