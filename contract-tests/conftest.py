@@ -24,13 +24,20 @@ APPS = os.path.join(HERE, "apps")
 SOURCE = os.environ.get("PYDI_SOURCE", os.path.dirname(HERE))
 INTEGRATION = os.path.join(SOURCE, "tests", "integration")
 
+
+def load_integration(name, filename):
+    """tests/integration/<filename>, loaded by path as module name."""
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(INTEGRATION, filename))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 # The target process, rootfs and child_pid helpers are the integration
 # suite's; load its conftest by path under another name (both files are
 # called conftest.py).
-_spec = importlib.util.spec_from_file_location(
-    "pydi_integration_conftest", os.path.join(INTEGRATION, "conftest.py"))
-integration = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(integration)
+integration = load_integration("pydi_integration_conftest", "conftest.py")
 
 PYDI = integration.PYDI
 HOST_PYTHON = integration.HOST_PYTHON
@@ -40,6 +47,9 @@ TRACE_TIMEOUT = 20
 
 
 parse_line = integration.parse_cli_line
+# tests/integration/agent_harness.py takes HOST_PYTHON, PYDI and
+# parse_cli_line `from conftest`: here, this file, with the same values.
+parse_cli_line = parse_line
 
 
 # -- the app under test --

@@ -30,6 +30,7 @@ The scenarios (one test each):
      and refuses non-root callers.
 Host Python 3.11 only (the time budget is 6 minutes on 2 cores).
 """
+import functools
 import json
 import os
 import re
@@ -47,10 +48,17 @@ import jsonschema
 import pytest
 
 from conftest import (APPS, App, HOST_PYTHON, Load, PYDI, Route,
-                      integration, line_markers, parse_line, report,
+                      integration, line_markers, load_integration, report,
                       route_shape)
 from mock_collector import MockCollector
 from mock_di_api import MockDIAPI
+
+# The agent, its helper's state and wait_until are the fault and security
+# suites' (tests/integration/agent_harness.py).
+harness = load_integration("pydi_agent_harness", "agent_harness.py")
+HELPER_MAPPING = harness.HELPER_MAPPING
+helper_state = harness.helper_state
+free_port = harness.free_port
 
 M = "agent_app"
 APP_PATH = os.path.join(APPS, f"{M}.py")
@@ -59,9 +67,6 @@ ENVIRONMENT = "contract"
 EVENT_NAME = "aws.dynamic_instrumentation.snapshot"
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}"
                    r"-[0-9a-f]{12}$")
-HELPER = os.environ.get("PYDI_HELPER") or os.path.join(
-    os.path.dirname(PYDI), "userspace-rebind", "_pydi_helper.abi3.so")
-HELPER_MAPPING = "memfd:pydi-helper"
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
           "--inh-caps=-all", "--bounding-set=-all"]
 
@@ -80,13 +85,6 @@ SETTINGS = {
     "lease_ms": LEASE_MS,
     "log_level": "debug",
 }
-# ADOT's settings variables: never inherited from the caller's environment.
-ADOT_ENV = ("OTEL_AWS_DYNAMIC_INSTRUMENTATION_API_URL",
-            "OTEL_AWS_OTLP_LOGS_ENDPOINT",
-            "OTEL_AWS_DYNAMIC_INSTRUMENTATION_BREAKPOINT_POLL_INTERVAL",
-            "OTEL_AWS_DYNAMIC_INSTRUMENTATION_PROBE_POLL_INTERVAL",
-            "OTEL_EXPORTER_OTLP_COMPRESSION",
-            "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", "PYDI_CONTROL_SOCKET")
 
 ROUTES = {
     "sync": Route("sync", lambda n: f"/sync/{n}",
@@ -112,22 +110,10 @@ def note(line):
 
 # -- waiting --
 
-def wait_until(what, predicate, timeout, context=None, interval=0.1):
-    """predicate()'s first truthy value within timeout s, else an
-    AssertionError naming what and, from context(), what the agent said."""
-    deadline = time.monotonic() + timeout
-    agent = getattr(context, "agent", None)
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if agent is not None and not agent.alive():
-            raise AssertionError(f"{what}: the agent exited "
-                                 f"{agent.proc.returncode}\n{context()}")
-        if time.monotonic() > deadline:
-            extra = context() if context else ""
-            raise AssertionError(f"{what}: not within {timeout} s\n{extra}")
-        time.sleep(interval)
+# predicate()'s first truthy value within timeout s, else an AssertionError
+# naming what and, from context(), what the agent said (early once the
+# context's agent has exited).
+wait_until = functools.partial(harness.wait_until, interval=0.1)
 
 
 # -- configurations (ADOT's new union form) --
@@ -249,193 +235,28 @@ def p95(samples):
     return values[min(len(values) - 1, int(len(values) * 0.95))]
 
 
-# -- the helper's state, read from the target's memory --
-
-_HELPER_STATE_OFFSET = []
-
-
-def helper_state(pid):
-    """{lease_deadline_ns, lease_expiries, hooks_active, status} of the
-    helper in pid (struct pydi_helper_state, userspace-rebind/helper_abi.h),
-    or None when no helper is loaded."""
-    if not _HELPER_STATE_OFFSET:
-        out = subprocess.run(["nm", "-D", "--defined-only", HELPER],
-                             capture_output=True, text=True, check=True).stdout
-        m = re.search(r"^([0-9a-f]+) \S+ pydi_helper_state$", out, re.M)
-        assert m, f"no pydi_helper_state in {HELPER}"
-        _HELPER_STATE_OFFSET.append(int(m.group(1), 16))
-    base = None
-    with open(f"/proc/{pid}/maps") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) >= 6 and HELPER_MAPPING in line and \
-                    int(parts[2], 16) == 0:
-                base = int(parts[0].split("-")[0], 16)
-                break
-    if base is None:
-        return None
-    with open(f"/proc/{pid}/mem", "rb") as mem:
-        mem.seek(base + _HELPER_STATE_OFFSET[0])
-        raw = mem.read(88)
-    assert raw[:8] == b"pydihelp", f"pid {pid}: helper state magic {raw[:8]!r}"
-    field = lambda off, size=8: int.from_bytes(raw[off:off + size], "little")
-    return {"status": field(12, 4), "hooks_active": field(28, 4),
-            "lease_deadline_ns": field(64), "lease_expiries": field(72),
-            "commands_run": field(80)}
-
-
 # -- the agent --
 
-def free_port():
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+class Agent(harness.Agent):
+    """The harness's `pydi agent --config FILE` (its stderr in a file, its
+    JSON lines in another, its control socket in a directory others may
+    traverse, so the non-root test reaches the socket itself) with this
+    suite's SETTINGS, ASan's own quarantine and JSON lines that must be
+    UTF-8."""
 
-
-class Agent:
-    """`pydi agent --config FILE` in the foreground, its stderr in a file,
-    its JSON lines in another, its control socket in a directory others
-    may traverse (so the non-root test reaches the socket itself)."""
-
-    def __init__(self, workdir, env=None, **settings):
-        self.dir = tempfile.mkdtemp(prefix="agent-", dir=workdir)
-        os.chmod(self.dir, 0o755)
-        self.config_path = os.path.join(self.dir, "agent.json")
-        self.jsonl_path = os.path.join(self.dir, "agent.jsonl")
-        self.stderr_path = os.path.join(self.dir, "agent.stderr")
-        self.socket = os.path.join(self.dir, "agent.sock")
-        self.config_dir = os.path.join(self.dir, "probes")
-        os.mkdir(self.config_dir)
-        self.settings = dict(SETTINGS, jsonl=self.jsonl_path,
-                             control_socket=self.socket,
-                             config_dir=self.config_dir)
-        self.settings.update(settings)
-        self.settings = {k: v for k, v in self.settings.items()
-                         if v is not None}
-        with open(self.config_path, "w") as f:
-            json.dump(self.settings, f, indent=1)
-        self.env = {k: v for k, v in os.environ.items() if k not in ADOT_ENV}
-        self.env.update(env or {})
-        self._lines = []
-        self._offset = 0
-        self._stderr = open(self.stderr_path, "w")
-        self.started = time.time()
-        self.proc = subprocess.Popen(
-            [PYDI, "agent", "--config", self.config_path],
-            stdin=subprocess.DEVNULL, stdout=self._stderr,
-            stderr=self._stderr, env=self.env)
-        self.rc = None
-
-    # -- process --
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def stop(self, sig=signal.SIGTERM, timeout=20):
-        """Send sig, wait for the exit code (SIGKILL after timeout)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                self.rc = f"hung after {sig.name} for {timeout} s"
-                return self.rc
-        self.rc = self.proc.returncode if self.rc is None else self.rc
-        return self.rc
-
-    def stderr(self):
-        self._stderr.flush()
-        with open(self.stderr_path, errors="replace") as f:
-            return f.read()
-
-    def tail(self, n=4000):
-        text = self.stderr()
-        state = "running" if self.alive() else f"exited {self.proc.returncode}"
-        return f"--- agent ({state}) stderr, last {n} chars ---\n{text[-n:]}"
-
-    def close(self):
-        self.stop()
-        self._stderr.close()
-
-    # -- its JSON lines --
-
-    def lines(self):
-        """Every complete JSON line so far, each validated against the CLI
-        schema (and through it the snapshot schema)."""
-        try:
-            with open(self.jsonl_path, "rb") as f:
-                f.seek(self._offset)
-                data = f.read()
-        except FileNotFoundError:
-            return list(self._lines)
-        end = data.rfind(b"\n") + 1
-        for raw in data[:end].decode().splitlines():
-            if raw.strip():
-                obj = parse_line(raw)
-                obj["_t"] = time.time()
-                self._lines.append(obj)
-        self._offset += end
-        return list(self._lines)
-
-    def statuses(self, probe=None, pid=None, since=None):
-        return [o for o in self.lines() if o.get("type") == "status"
-                and (probe is None or o.get("probe") == probe)
-                and (pid is None or o.get("pid") == pid)
-                and (since is None or o["_t"] >= since)]
+    BASE_SETTINGS = SETTINGS
+    ASAN_QUARANTINE_MB = None
+    DECODE_ERRORS = "strict"
 
     def snapshots(self, probe=None, pid=None, since=None):
-        """Snapshots (taken at or after since, by their own timestamp)."""
-        return [o for o in self.lines() if o.get("type") == "snapshot"
-                and (probe is None or o.get("probe") == probe
-                     or o.get("location_hash") == probe)
-                and (pid is None or o.get("pid") == pid)
-                and (since is None or o["timestamp"] >= since * 1000)]
-
-    def mark(self):
-        """Now, after reading every line written so far: statuses(since=
-        mark()) are those read later (a status line carries no time the
-        contract names)."""
-        self.lines()
-        return time.time()
-
-    # -- its control socket --
-
-    def cli(self, *args, socket=True, env=None, prefix=(), timeout=30):
-        argv = [*prefix, PYDI, *args]
-        if socket:
-            at = argv.index("probe") + 1
-            argv[at:at] = ["--socket", self.socket]
-        run_env = dict(self.env)
-        run_env.update(env or {})
-        return subprocess.run(argv, capture_output=True, text=True,
-                              timeout=timeout, env=run_env)
+        """Snapshots of probe (its id or location hash), taken at or after
+        since, by their own timestamp."""
+        return super().snapshots(probe, pid, taken_since=since, by_hash=True)
 
     def probe_list(self):
-        proc = self.cli("-j", "probe", "list")
-        assert proc.returncode == 0, (
-            f"pydi -j probe list: rc {proc.returncode}: {proc.stderr}"
-            f"{proc.stdout}\n{self.tail()}")
-        data = json.loads(proc.stdout)
+        data = self.probe_answer()
         assert isinstance(data.get("probes"), list), data
-        return data
-
-    def probe(self, probe_id):
-        for p in self.probe_list()["probes"]:
-            if p.get("id") == probe_id:
-                return p
-        return None
-
-    def process(self, probe_id, pid):
-        p = self.probe(probe_id)
-        for proc in (p or {}).get("processes", []):
-            if proc.get("pid") == pid:
-                return proc
-        return None
+        return data["probes"]
 
 
 class World:
@@ -1199,7 +1020,7 @@ def test_local_sources_config_dir_and_control_socket(world):
         assert rm.returncode == 0, (rm.stdout, rm.stderr)
     assert agent.cli("probe", "del", "no-such-probe").returncode != 0
     wait_until("probes gone from the list", lambda: not {
-        p["id"] for p in agent.probe_list()["probes"]} & {"sock-dep", "file-p2"},
+        p["id"] for p in agent.probe_list()} & {"sock-dep", "file-p2"},
         5, ctx)
     wait_until("all hooks reverted", lambda: app.codes_original(), 5, ctx)
 

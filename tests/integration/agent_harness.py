@@ -7,6 +7,7 @@ import http.server
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import socketserver
@@ -14,6 +15,8 @@ import subprocess
 import tempfile
 import threading
 import time
+
+import pytest
 
 from conftest import HOST_PYTHON, PYDI, parse_cli_line
 
@@ -37,16 +40,31 @@ BASE_SETTINGS = {
 
 def wait_until(what, predicate, timeout, context=None, interval=0.05):
     """predicate()'s first truthy value within timeout s, else an
-    AssertionError naming what and what context() says."""
+    AssertionError naming what and what context() says. A context with an
+    `agent` attribute also ends the wait early once that agent has
+    exited."""
     deadline = time.monotonic() + timeout
+    agent = getattr(context, "agent", None)
     while True:
         value = predicate()
         if value:
             return value
+        if agent is not None and not agent.alive():
+            raise AssertionError(f"{what}: the agent exited "
+                                 f"{agent.proc.returncode}\n{context()}")
         if time.monotonic() > deadline:
             extra = context() if context else ""
             raise AssertionError(f"{what}: not within {timeout} s\n{extra}")
         time.sleep(interval)
+
+
+def free_port():
+    """A loopback TCP port free just now."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def rss_kb(pid):
@@ -98,7 +116,13 @@ class RssSampler:
 
 class Agent:
     """`pydi agent --config FILE` in the foreground, in a directory of its
-    own (settings, stderr, JSON lines, control socket, config dir)."""
+    own (settings, stderr, JSON lines, control socket, config dir).
+    Subclasses may change the settings every agent starts from, ASan's
+    quarantine (None: ASan's default) and how JSON lines are decoded."""
+
+    BASE_SETTINGS = BASE_SETTINGS
+    ASAN_QUARANTINE_MB = 8
+    DECODE_ERRORS = "replace"
 
     def __init__(self, workdir, env=None, binary=PYDI, argv_prefix=(),
                  config_dir=None, **settings):
@@ -109,7 +133,7 @@ class Agent:
         self.socket = os.path.join(self.dir, "agent.sock")
         self.config_dir = config_dir or os.path.join(self.dir, "probes")
         os.makedirs(self.config_dir, exist_ok=True)
-        self.settings = dict(BASE_SETTINGS,
+        self.settings = dict(self.BASE_SETTINGS,
                              jsonl=os.path.join(self.dir, "agent.jsonl"),
                              control_socket=self.socket,
                              config_dir=self.config_dir)
@@ -123,9 +147,11 @@ class Agent:
         self.env = {k: v for k, v in os.environ.items() if k not in ADOT_ENV}
         # ASan's quarantine keeps up to 256 MiB of freed memory resident:
         # keep it small so RSS says what the agent holds.
-        asan = self.env.get("ASAN_OPTIONS", "")
-        self.env["ASAN_OPTIONS"] = ":".join(
-            x for x in (asan, "quarantine_size_mb=8") if x)
+        if self.ASAN_QUARANTINE_MB is not None:
+            asan = self.env.get("ASAN_OPTIONS", "")
+            quarantine = f"quarantine_size_mb={self.ASAN_QUARANTINE_MB}"
+            self.env["ASAN_OPTIONS"] = ":".join(
+                x for x in (asan, quarantine) if x)
         self.env.update(env or {})
         self._lines = []
         self._offset = 0
@@ -203,7 +229,7 @@ class Agent:
         except (FileNotFoundError, TypeError):
             return list(self._lines)
         end = data.rfind(b"\n") + 1
-        for raw in data[:end].decode(errors="replace").splitlines():
+        for raw in data[:end].decode(errors=self.DECODE_ERRORS).splitlines():
             if raw.strip():
                 obj = parse_cli_line(raw)
                 obj["_t"] = time.time()
@@ -211,23 +237,43 @@ class Agent:
         self._offset += end
         return list(self._lines)
 
-    def statuses(self, probe=None, pid=None, status=None):
+    def statuses(self, probe=None, pid=None, status=None, since=None):
+        """Status lines (read at or after since: a status line carries no
+        time the contract names)."""
         return [o for o in self.lines() if o.get("type") == "status"
                 and (probe is None or o.get("probe") == probe)
                 and (pid is None or o.get("pid") == pid)
-                and (status is None or o.get("status") == status)]
-
-    def snapshots(self, probe=None, pid=None, since=None):
-        return [o for o in self.lines() if o.get("type") == "snapshot"
-                and (probe is None or o.get("probe") == probe)
-                and (pid is None or o.get("pid") == pid)
+                and (status is None or o.get("status") == status)
                 and (since is None or o["_t"] >= since)]
+
+    def snapshots(self, probe=None, pid=None, since=None, taken_since=None,
+                  by_hash=False):
+        """Snapshots of probe (by its id, or with by_hash also by its
+        location hash), read at or after since, taken (by their own
+        timestamp) at or after taken_since."""
+        return [o for o in self.lines() if o.get("type") == "snapshot"
+                and (probe is None or o.get("probe") == probe
+                     or (by_hash and o.get("location_hash") == probe))
+                and (pid is None or o.get("pid") == pid)
+                and (since is None or o["_t"] >= since)
+                and (taken_since is None
+                     or o["timestamp"] >= taken_since * 1000)]
+
+    def mark(self):
+        """Now, after reading every line written so far: statuses(since=
+        mark()) are those read later."""
+        self.lines()
+        return time.time()
 
     # -- the control socket --
 
-    def cli(self, *args, timeout=30, prefix=(), binary=PYDI, env=None):
+    def cli(self, *args, timeout=30, prefix=(), binary=PYDI, env=None,
+            socket=True):
+        """pydi with args, as the agent's environment (plus env) runs it;
+        a `probe` command is sent to this agent's socket unless not
+        socket."""
         argv = [*prefix, binary, *args]
-        if "probe" in argv:
+        if socket and "probe" in argv:
             at = argv.index("probe") + 1
             argv[at:at] = ["--socket", self.socket]
         run_env = dict(self.env)
@@ -251,19 +297,27 @@ class Agent:
         proc = self.cli("probe", "del", probe_id)
         assert proc.returncode == 0, (proc.stderr, proc.stdout, self.tail())
 
-    def probe_list(self):
+    def probe_answer(self):
+        """`pydi -j probe list`'s whole answer."""
         proc = self.cli("-j", "probe", "list")
         assert proc.returncode == 0, (
             f"pydi -j probe list: rc {proc.returncode}: {proc.stderr}"
             f"{proc.stdout}\n{self.tail()}")
-        return json.loads(proc.stdout)["probes"]
+        return json.loads(proc.stdout)
 
-    def process(self, probe_id, pid):
+    def probe_list(self):
+        return self.probe_answer()["probes"]
+
+    def probe(self, probe_id):
         for p in self.probe_list():
             if p.get("id") == probe_id:
-                for proc in p.get("processes", []):
-                    if proc.get("pid") == pid:
-                        return proc
+                return p
+        return None
+
+    def process(self, probe_id, pid):
+        for proc in (self.probe(probe_id) or {}).get("processes", []):
+            if proc.get("pid") == pid:
+                return proc
         return None
 
     def status_of(self, probe_id, pid):
@@ -552,6 +606,71 @@ class App:
 def select_(files, timeout):
     import select
     return select.select(files, [], [], timeout)
+
+
+# -- one test's agents and apps --
+
+class World:
+    """Agents and apps of one test, stopped at its end; each agent's exit
+    code is checked (0 after SIGTERM: with ASan that includes no leaks)."""
+
+    def __init__(self, workdir):
+        self.dir = workdir
+        self.agents = []
+        self.apps = []
+
+    def agent(self, ready=True, **kw):
+        a = Agent(self.dir, **kw)
+        self.agents.append(a)
+        return a.wait_ready() if ready else a
+
+    def app(self, service, **kw):
+        a = App(self.dir, service, **kw)
+        self.apps.append(a)
+        return a
+
+    def close(self):
+        rcs = []
+        for a in self.agents:
+            was_alive = a.alive()
+            a.close()
+            if was_alive:
+                rcs.append((a, a.rc))
+        for app in self.apps:
+            app.stop()
+        return rcs
+
+
+def world_fixtures(prefix):
+    """A test module's fixtures (assign them to `workdir, world`): workdir,
+    a fresh directory named prefix..., 0755 and removed after the test; and
+    world, a World in it, closed after the test, which fails if an agent
+    still alive then did not exit 0."""
+    @pytest.fixture
+    def workdir():
+        d = tempfile.mkdtemp(prefix=prefix)
+        os.chmod(d, 0o755)
+        yield d
+        shutil.rmtree(d, ignore_errors=True)
+
+    @pytest.fixture
+    def world(workdir):
+        yield from _world_in(workdir)
+
+    return workdir, world
+
+
+def _world_in(workdir):
+    w = World(workdir)
+    failed = []
+    try:
+        yield w
+    finally:
+        for agent, rc in w.close():
+            if rc != 0:
+                failed.append(f"agent exited {rc} after SIGTERM "
+                              f"(ASan: a leak or error?)\n{agent.tail(6000)}")
+    assert not failed, failed[0]
 
 
 # -- the helper, seen from outside the target --

@@ -26,19 +26,15 @@ its JSON lines and `pydi -j probe list`.
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 import uuid
 
-import pytest
-
 from conftest import report
-from agent_harness import (Agent, App, Hostile, RssSampler, helper_loaded,
-                           helper_state, probe_config, rss_kb, start_time,
-                           wait_until)
+from agent_harness import (App, Hostile, RssSampler, free_port,
+                           helper_loaded, helper_state, probe_config, rss_kb,
+                           start_time, wait_until, world_fixtures)
 
 M = "fault_app"
 FINDINGS = []
@@ -53,57 +49,7 @@ def service_name(what):
     return f"pydi-faults-{what}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
 
 
-@pytest.fixture
-def workdir():
-    d = tempfile.mkdtemp(prefix="pydi-agent-faults-")
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-class World:
-    """Agents and apps of one test, stopped at its end; each agent's exit
-    code is checked (0 after SIGTERM: with ASan that includes no leaks)."""
-
-    def __init__(self, workdir):
-        self.dir = workdir
-        self.agents = []
-        self.apps = []
-
-    def agent(self, **settings):
-        a = Agent(self.dir, **settings)
-        self.agents.append(a)
-        return a.wait_ready()
-
-    def app(self, service, **kw):
-        a = App(self.dir, service, **kw)
-        self.apps.append(a)
-        return a
-
-    def close(self):
-        rcs = []
-        for a in self.agents:
-            was_alive = a.alive()
-            a.close()
-            if was_alive:
-                rcs.append((a, a.rc))
-        for app in self.apps:
-            app.stop()
-        return rcs
-
-
-@pytest.fixture
-def world(workdir):
-    w = World(workdir)
-    failed = []
-    try:
-        yield w
-    finally:
-        for agent, rc in w.close():
-            if rc != 0:
-                failed.append(f"agent exited {rc} after SIGTERM "
-                              f"(ASan: a leak or error?)\n{agent.tail(6000)}")
-    assert not failed, failed[0]
+workdir, world = world_fixtures("pydi-agent-faults-")
 
 
 def statuses_since(agent, probe, pid, t_wall):
@@ -661,10 +607,3 @@ def test_jsonl_on_a_full_filesystem(world, workdir):
         subprocess.run(["umount", "-l", mnt], check=False)
 
 
-def free_port():
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port

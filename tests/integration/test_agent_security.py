@@ -43,8 +43,9 @@ import uuid
 import pytest
 
 from conftest import HOST_PYTHON, PYDI, SOURCE, child_pid, report, rootfs_path
-from agent_harness import (APP_SOURCE, Agent, App, RssSampler, helper_loaded,
-                           helper_state, probe_config, rss_kb, wait_until)
+from agent_harness import (APP_SOURCE, Agent, RssSampler, helper_loaded,
+                           helper_state, probe_config, rss_kb, wait_until,
+                           world_fixtures)
 
 sys.path.insert(0, os.path.join(SOURCE, "contract-tests"))
 from mock_collector import flatten  # noqa: E402 -- the contract suite's decoder
@@ -62,54 +63,7 @@ def service_name(what):
     return f"pydi-sec-{what}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
 
 
-@pytest.fixture
-def workdir():
-    d = tempfile.mkdtemp(prefix="pydi-agent-sec-")
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-class World:
-    def __init__(self, workdir):
-        self.dir = workdir
-        self.agents = []
-        self.apps = []
-
-    def agent(self, ready=True, **kw):
-        a = Agent(self.dir, **kw)
-        self.agents.append(a)
-        return a.wait_ready() if ready else a
-
-    def app(self, service, **kw):
-        a = App(self.dir, service, **kw)
-        self.apps.append(a)
-        return a
-
-    def close(self):
-        rcs = []
-        for a in self.agents:
-            was_alive = a.alive()
-            a.close()
-            if was_alive:
-                rcs.append((a, a.rc))
-        for app in self.apps:
-            app.stop()
-        return rcs
-
-
-@pytest.fixture
-def world(workdir):
-    w = World(workdir)
-    failed = []
-    try:
-        yield w
-    finally:
-        for agent, rc in w.close():
-            if rc != 0:
-                failed.append(f"agent exited {rc} after SIGTERM "
-                              f"(ASan: a leak or error?)\n{agent.tail(6000)}")
-    assert not failed, failed[0]
+workdir, world = world_fixtures("pydi-agent-sec-")
 
 
 # == 1 ==
