@@ -44,6 +44,8 @@ struct proc_entry {
 	struct attached_proc ap;
 	bool injected;
 	uint64_t lease_expiries;	/* the helper's count when we last looked */
+	uint64_t commands_seen;		/* its commands_run when codes were last followed */
+	bool follow_codes;		/* some pydi ran a command: codes may have moved */
 	char unsupported[256];
 	uint64_t check_at_ns;
 	unsigned int looks;
@@ -865,8 +867,7 @@ int pm_del_config(struct probe_manager *pm, const char *id)
  */
 static void check_lease_lapsed(struct probe_manager *pm, struct proc_entry *p)
 {
-	if (helper_read_state(&p->ap.hc) ||
-	    p->ap.hc.state.lease_expiries == p->lease_expiries)
+	if (p->ap.hc.state.lease_expiries == p->lease_expiries)
 		return;
 	p->lease_expiries = p->ap.hc.state.lease_expiries;
 	fprintf(stderr, "pydi agent: pid %d: the lease lapsed (the agent stood still for "
@@ -898,10 +899,15 @@ static void every_second(struct probe_manager *pm)
 			proc_drop(pm, i--, false);
 			continue;
 		}
-		if (p->injected) {
-			attach_renew_lease(&p->ap, pm->o.lease_ms);
-			check_lease_lapsed(pm, p);
-		}
+		if (!p->injected)
+			continue;
+		attach_renew_lease(&p->ap, pm->o.lease_ms);
+		if (helper_read_state(&p->ap.hc))
+			continue;
+		check_lease_lapsed(pm, p);
+		/* 3.11 code ids move only when some pydi hooks or unhooks: ask
+		 * the helper for them only after it has run a command. */
+		p->follow_codes = p->ap.hc.state.commands_run != p->commands_seen;
 	}
 	for (size_t i = 0; i < pm->ninsts; i++) {
 		struct instance *in = pm->insts[i];
@@ -909,12 +915,21 @@ static void every_second(struct probe_manager *pm)
 
 		if (!in->has_slot)
 			continue;
-		hooked_probe_follow_code(&in->proc->ap, pm->engine, in->probe_id, &in->hp);
+		if (in->proc->follow_codes)
+			hooked_probe_follow_code(&in->proc->ap, pm->engine, in->probe_id, &in->hp);
 		/* A hit the gate kept from BPF is a hit too. */
 		if (in->status == IS_READY &&
 		    attach_read_gate(&in->proc->ap, in->hp.slot, &gate) == 0 && gate.hits)
 			set_status(pm, in, IS_ACTIVE, NULL, NULL);
 		call_pairs_evict(&in->pairs, false, emit_pair, in);
+	}
+	/* Our own "hooks" commands count too: what we have seen is now. */
+	for (size_t i = 0; i < pm->nprocs; i++) {
+		struct proc_entry *p = pm->procs[i];
+
+		if (p->follow_codes && helper_read_state(&p->ap.hc) == 0)
+			p->commands_seen = p->ap.hc.state.commands_run;
+		p->follow_codes = false;
 	}
 }
 
