@@ -35,7 +35,7 @@
 #define DIR_DEBOUNCE_MS		100
 #define DIR_BACKSTOP_MS		5000	/* re-read even without events */
 #define METRICS_EVERY_MS	1000
-#define RINGBUF_BYTES		(16u << 20)
+#define RINGBUF_BYTES		(4u << 20)	/* mapped twice by the consumer: RSS */
 #define DI_MAX_RESPONSE		(4u << 20)	/* per answer; several may be open */
 
 enum source_tag { TAG_ENGINE = 1, TAG_DISCOVERY, TAG_DIR, TAG_API, TAG_CONTROL, TAG_SIGNAL };
