@@ -12,26 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fake_space.h"
 #include "pycode.h"
 
 #define HEADER_LEN 16
-
-struct fake_space {
-	uint64_t base;
-	const uint8_t *mem;
-	size_t len;
-};
-
-static int fake_read(void *ctx, uint64_t addr, void *buf, size_t len)
-{
-	const struct fake_space *fs = ctx;
-
-	if (addr < fs->base || addr - fs->base > fs->len ||
-	    len > fs->len - (addr - fs->base))
-		return -EFAULT;
-	memcpy(buf, fs->mem + (addr - fs->base), len);
-	return 0;
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
