@@ -419,20 +419,24 @@ void hooked_probe_refresh_gate(struct attached_proc *ap, struct probe_engine *pe
  * helper build a new hooked code object, and our BPF keys would name the old
  * one: a silent READY. Follow the code ids the helper reports.
  */
-void hooked_probe_follow_code(struct attached_proc *ap, struct probe_engine *pe,
-			      const char *probe_id, struct hooked_probe *hp)
+json_t *attach_hooks(struct attached_proc *ap)
 {
 	char err[256];
-	json_t *reply, *hook, *code;
+
+	return attach_command(ap, json_pack("{s:s}", "cmd", "hooks"), err, sizeof(err));
+}
+
+void hooked_probe_follow_hooks(struct attached_proc *ap, struct probe_engine *pe,
+			       const char *probe_id, struct hooked_probe *hp,
+			       const json_t *hooks)
+{
+	json_t *hook, *code;
 	size_t i, j;
 	bool changed = false;
 
 	if (!hp->rekey || !hp->hooked)
 		return;
-	reply = attach_command(ap, json_pack("{s:s}", "cmd", "hooks"), err, sizeof(err));
-	if (!reply)
-		return;
-	json_array_foreach(json_object_get(reply, "hooks"), i, hook) {
+	json_array_foreach(json_object_get(hooks, "hooks"), i, hook) {
 		const char *id = json_string_value(json_object_get(hook, "probe_id"));
 
 		if (!id || strcmp(id, probe_id) != 0)
@@ -447,13 +451,24 @@ void hooked_probe_follow_code(struct attached_proc *ap, struct probe_engine *pe,
 			}
 		}
 	}
-	json_decref(reply);
 	if (!changed)
 		return;
 	remove_keys(ap, pe, hp);
 	if (set_keys(ap, pe, &hp->spec, hp))
 		fprintf(stderr, "pydi: warning: probe %s: re-keying after a code change failed\n",
 			probe_id);
+}
+
+void hooked_probe_follow_code(struct attached_proc *ap, struct probe_engine *pe,
+			      const char *probe_id, struct hooked_probe *hp)
+{
+	json_t *hooks;
+
+	if (!hp->rekey || !hp->hooked)
+		return;
+	hooks = attach_hooks(ap);
+	hooked_probe_follow_hooks(ap, pe, probe_id, hp, hooks);
+	json_decref(hooks);
 }
 
 json_t *hooked_probe_warnings(const struct hooked_probe *hp)

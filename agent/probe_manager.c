@@ -46,6 +46,7 @@ struct proc_entry {
 	uint64_t lease_expiries;	/* the helper's count when we last looked */
 	uint64_t commands_seen;		/* its commands_run when codes were last followed */
 	bool follow_codes;		/* some pydi ran a command: codes may have moved */
+	json_t *hooks;			/* its "hooks" reply for this pass, or NULL */
 	char unsupported[256];
 	uint64_t check_at_ns;
 	unsigned int looks;
@@ -557,6 +558,7 @@ static void proc_drop(struct probe_manager *pm, size_t index, bool alive)
 	if (p->state == PROC_OPEN || p->state == PROC_UNSUPPORTED)
 		attach_close(&p->ap, pm->engine);
 	json_decref(p->attrs);
+	json_decref(p->hooks);
 	free(p);
 	vec_remove((void **)pm->procs, &pm->nprocs, index);
 	pm->dirty = true;
@@ -915,8 +917,13 @@ static void every_second(struct probe_manager *pm)
 
 		if (!in->has_slot)
 			continue;
-		if (in->proc->follow_codes)
-			hooked_probe_follow_code(&in->proc->ap, pm->engine, in->probe_id, &in->hp);
+		if (in->proc->follow_codes && in->hp.rekey) {
+			/* One "hooks" command per process and pass, not per probe. */
+			if (!in->proc->hooks)
+				in->proc->hooks = attach_hooks(&in->proc->ap);
+			hooked_probe_follow_hooks(&in->proc->ap, pm->engine, in->probe_id,
+						  &in->hp, in->proc->hooks);
+		}
 		/* A hit the gate kept from BPF is a hit too. */
 		if (in->status == IS_READY &&
 		    attach_read_gate(&in->proc->ap, in->hp.slot, &gate) == 0 && gate.hits)
@@ -930,6 +937,8 @@ static void every_second(struct probe_manager *pm)
 		if (p->follow_codes && helper_read_state(&p->ap.hc) == 0)
 			p->commands_seen = p->ap.hc.state.commands_run;
 		p->follow_codes = false;
+		json_decref(p->hooks);
+		p->hooks = NULL;
 	}
 }
 
