@@ -20,7 +20,7 @@ refused until up()), "503" (answers 503 Service Unavailable), "hang"
 In process:
     col = MockCollector().start();  col.url -> http://127.0.0.1:N/v1/logs
     col.down("closed"); col.up(); col.records(); col.stop()
-As a script: `python3 mock_collector.py --port 0` prints the bound port as
+As a script: `/usr/bin/python3 mock_collector.py --port 0` prints the bound port as
 its first line; GET /_admin/records lists what it got; POST /_admin/down
 {"mode": "503"|"hang"} and POST /_admin/up switch it ("closed" takes the
 admin endpoints down too: use it in process, or stop the script).

@@ -33,7 +33,7 @@ In process:
     api.list_calls(service="svc"); api.statuses("hash")
     api.stop()
 
-As a script (`python3 mock_di_api.py --port 0` prints the bound port as its
+As a script (`/usr/bin/python3 mock_di_api.py --port 0` prints the bound port as its
 first line), driven through admin endpoints:
     GET  /_admin/requests
     POST /_admin/configs  {Service, Environment, InstrumentationType,

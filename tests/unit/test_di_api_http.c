@@ -107,7 +107,7 @@ static int start_server(void)
 	if (server_pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		dup2(pipefd[1], STDOUT_FILENO);
-		execl("/usr/bin/python3", "python3", script, (char *)NULL);
+		execl("/usr/bin/python3", "/usr/bin/python3", script, (char *)NULL);
 		_exit(127);
 	}
 	close(pipefd[1]);
