@@ -782,6 +782,9 @@ static int cfg_put(struct probe_manager *pm, const char *source, const char *sco
 	}
 	if (id_out)
 		snprintf(id_out, id_len, "%s", c->pc.id);
+	/* NULL scope: the config is its own scope (the control socket's). */
+	if (!scope)
+		scope = c->pc.id;
 	old = find_cfg(pm, source, scope, c->pc.id, &index);
 	if (old && strcmp(old->pc.fingerprint, c->pc.fingerprint) == 0) {
 		old->keep = true;
@@ -837,14 +840,9 @@ void pm_set_configs(struct probe_manager *pm, const char *source, const char *sc
 int pm_add_config(struct probe_manager *pm, json_t *config, char *id_out, size_t id_len,
 		  char *err, size_t err_len)
 {
-	struct probe_config pc;
-	int ret = probe_config_parse(config, &pc, err, err_len);
-
-	if (ret)
-		return ret;
 	/* The socket's scope is the id: adding it again replaces it. */
-	ret = cfg_put(pm, "socket", pc.id, NULL, NULL, config, id_out, id_len, err, err_len);
-	probe_config_free(&pc);
+	int ret = cfg_put(pm, "socket", NULL, NULL, NULL, config, id_out, id_len, err, err_len);
+
 	if (!ret)
 		pm_tick(pm);
 	return ret;
