@@ -227,8 +227,8 @@ static uint64_t rate_ceil(double rate)
 	return (double)whole < rate ? whole + 1 : whole;
 }
 
-static void fill_config(struct pyprobe_config *c, const struct probe_spec *spec,
-			uint32_t slot, const struct pycode_info *ci)
+void probe_spec_config(struct pyprobe_config *c, const struct probe_spec *spec,
+		       uint32_t slot, const struct pycode_info *ci)
 {
 	uint64_t cells = 0;
 
@@ -291,7 +291,7 @@ static int set_keys(struct attached_proc *ap, struct probe_engine *pe,
 		int64_t line = json_integer_value(json_object_get(code, "line"));
 		const struct pycode_info *ci = code_cache_get(&ap->snap.codes, code_id);
 
-		fill_config(&hp->cfg, spec, hp->slot, ci);
+		probe_spec_config(&hp->cfg, spec, hp->slot, ci);
 		for (size_t e = 0; e < (hp->line_probe ? 1 : 3); e++) {
 			struct pyprobe_key key = {
 				.tgid = (uint32_t)ap->pp.pid,

@@ -88,6 +88,10 @@ struct hooked_probe {
 
 bool probe_target_is_line(const char *target);
 
+/* The BPF side of spec for a slot and the code it probes (ci may be NULL). */
+void probe_spec_config(struct pyprobe_config *c, const struct probe_spec *spec,
+		       uint32_t slot, const struct pycode_info *ci);
+
 /*
  * Hook spec into ap at slot, set its BPF keys and arm its gate. On failure
  * *cause is the status' ErrorCause (LINE_NOT_EXECUTABLE, METHOD_NOT_FOUND,

@@ -411,20 +411,10 @@ static int run_no_inject(struct trace *tr)
 	ci = code_cache_get(&tr->ap.snap.codes, code);
 	memset(hp, 0, sizeof(*hp));
 	probe_engine_reset_stats(tr->engine, 0);
-	/* At eval-frame entry no cell exists yet: arguments are plain. */
-	hp->cfg.slot = 0;
-	hp->cfg.capture = tr->spec.capture;
-	hp->cfg.nvars = ci ? (uint32_t)(ci->nlocalsplus < PYPROBE_MAX_VARS ?
-					ci->nlocalsplus : PYPROBE_MAX_VARS) : 0;
-	hp->cfg.max_hits = tr->spec.max_hits;
-	if (tr->spec.rate > 0)
-		hp->cfg.rate_interval_ns = (uint64_t)(1e9 / tr->spec.rate);
-	hp->cfg.max_string = tr->spec.limits.max_string;
-	hp->cfg.max_width = tr->spec.limits.max_width;
-	hp->cfg.max_depth = tr->spec.limits.max_depth;
-	hp->cfg.max_fields = tr->spec.limits.max_fields;
-	hp->cfg.max_frames = tr->spec.limits.max_frames;
-	hp->cfg.max_objs = PYPROBE_MAX_OBJS;
+	probe_spec_config(&hp->cfg, &tr->spec, 0, ci);
+	/* At eval-frame entry no cell exists yet, and no return is seen. */
+	hp->cfg.cell_mask = 0;
+	hp->cfg.pairs_return = 0;
 	{
 		struct pyprobe_key key = { .tgid = (uint32_t)env.pid, .event = PYPROBE_EV_ENTRY,
 					   .code = code };
