@@ -42,6 +42,8 @@ void p_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Print a JSON value honouring --pretty, followed by a newline. */
 void json_print(json_t *value);
+/* The same, left in stdout's buffer: the caller flushes (once per batch). */
+void json_write(json_t *value);
 
 /* Parse a pid argument; returns 0 and sets *pid, or -EINVAL. */
 int parse_pid(const char *arg, int *pid);

@@ -1,12 +1,15 @@
 // SPDX-License-Identifier: MIT
 #include <ctype.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "redact.h"
 
 #define NAME_MAX_NORMALIZED 128
+#define MEMO_SLOTS 256		/* power of 2 */
+#define MEMO_NAME_MAX 40
 /* Built-ins this long or longer also match inside a longer name. */
 #define CONTAINS_MIN_LEN 6
 
@@ -45,12 +48,10 @@ static bool matches(const char *normalized, const char *entry)
 	return strlen(entry) >= CONTAINS_MIN_LEN && strstr(normalized, entry);
 }
 
-bool redact_name(const struct redactor *r, const char *name)
+static bool redact_name_uncached(const struct redactor *r, const char *name)
 {
 	char n[NAME_MAX_NORMALIZED];
 
-	if (!name)
-		return false;
 	normalize(name, n, sizeof(n));
 	for (size_t i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++)
 		if (matches(n, builtin[i]))
@@ -59,6 +60,52 @@ bool redact_name(const struct redactor *r, const char *name)
 		if (matches(n, r->extra[i]))
 			return true;
 	return false;
+}
+
+/*
+ * Any change to any redactor: a memo entry from before it is stale (a freed
+ * redactor's address may be reused by the next).
+ */
+static unsigned long generation;
+
+static void changed(void)
+{
+	__atomic_add_fetch(&generation, 1, __ATOMIC_RELAXED);
+}
+
+/*
+ * The same few names come by in every snapshot, and matching one against
+ * the whole list was a tenth of a saturated pipeline: answers are memoized
+ * per thread.
+ */
+bool redact_name(const struct redactor *r, const char *name)
+{
+	static __thread struct {
+		const struct redactor *r;
+		unsigned long generation;
+		bool result;
+		char name[MEMO_NAME_MAX];
+	} memo[MEMO_SLOTS];
+	unsigned long gen = __atomic_load_n(&generation, __ATOMIC_RELAXED);
+	uint32_t h = 2166136261u;	/* FNV-1a */
+	size_t len;
+	bool result;
+
+	if (!name)
+		return false;
+	for (len = 0; name[len]; len++)
+		h = (h ^ (unsigned char)name[len]) * 16777619u;
+	if (len >= MEMO_NAME_MAX)
+		return redact_name_uncached(r, name);
+	h &= MEMO_SLOTS - 1;
+	if (memo[h].r == r && memo[h].generation == gen && strcmp(memo[h].name, name) == 0)
+		return memo[h].result;
+	result = redact_name_uncached(r, name);
+	memo[h].r = r;
+	memo[h].generation = gen;
+	memo[h].result = result;
+	memcpy(memo[h].name, name, len + 1);
+	return result;
 }
 
 bool redact_type(const struct redactor *r, const char *type_name)
@@ -85,6 +132,7 @@ static int add(char ***list, size_t *n, const char *value, bool normalized)
 	if (!(*list)[*n])
 		return -ENOMEM;
 	(*n)++;
+	changed();
 	return 0;
 }
 
@@ -107,6 +155,7 @@ void redactor_free(struct redactor *r)
 	free(r->extra);
 	free(r->types);
 	memset(r, 0, sizeof(*r));
+	changed();
 }
 
 size_t redact_builtin_count(void)

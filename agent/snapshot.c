@@ -8,6 +8,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "clock.h"
 #include "pyobj.h"
 #include "pyrepr.h"
 #include "snapshot.h"
@@ -488,18 +489,46 @@ static json_t *decode_throwable(struct decode *d, uint64_t exc, json_t *stack)
 	return t;
 }
 
+#define UUID_POOL_BYTES 4096
+
+/* Random bytes for snapshot ids, a page per getrandom(2), not one call each. */
+static void random_bytes(uint8_t *out, size_t n)
+{
+	static __thread uint8_t pool[UUID_POOL_BYTES];
+	static __thread size_t left;
+
+	if (left < n) {
+		if (getrandom(pool, sizeof(pool), 0) != (ssize_t)sizeof(pool)) {
+			memset(out, 0, n);
+			return;
+		}
+		left = sizeof(pool);
+	}
+	memcpy(out, pool + sizeof(pool) - left, n);
+	left -= n;
+}
+
+/* A random (version 4) UUID in its 36-character form; len >= 37. */
 static void uuid4(char *buf, size_t len)
 {
+	static const char hex[] = "0123456789abcdef";
 	uint8_t b[16];
+	size_t o = 0;
 
-	if (getrandom(b, sizeof(b), 0) != sizeof(b))
-		memset(b, 0, sizeof(b));
+	if (len < 37) {
+		buf[0] = '\0';
+		return;
+	}
+	random_bytes(b, sizeof(b));
 	b[6] = (b[6] & 0x0f) | 0x40;
 	b[8] = (b[8] & 0x3f) | 0x80;
-	snprintf(buf, len,
-		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-		 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10],
-		 b[11], b[12], b[13], b[14], b[15]);
+	for (int i = 0; i < 16; i++) {
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			buf[o++] = '-';
+		buf[o++] = hex[b[i] >> 4];
+		buf[o++] = hex[b[i] & 0xf];
+	}
+	buf[o] = '\0';
 }
 
 /* Wall-clock milliseconds of a CLOCK_MONOTONIC nanosecond stamp. */
@@ -516,19 +545,38 @@ static int64_t wall_ms(uint64_t mono_ns)
 	return (int64_t)((mono_ns + (uint64_t)offset) / 1000000);
 }
 
-static json_t *thread_info(pid_t pid, uint32_t tid)
+#define THREAD_NAME_TTL_NS 1000000000ull
+
+static void read_thread_name(pid_t pid, uint32_t tid, char *name, size_t size)
 {
-	char path[64], name[64] = "";
+	char path[64];
 	FILE *f;
 
+	name[0] = '\0';
 	snprintf(path, sizeof(path), "/proc/%d/task/%u/comm", pid, tid);
 	f = fopen(path, "re");
 	if (f) {
-		if (fgets(name, sizeof(name), f))
+		if (fgets(name, (int)size, f))
 			name[strcspn(name, "\n")] = '\0';
 		fclose(f);
 	}
-	return json_pack("{s:i,s:s}", "id", (int)tid, "name", name);
+}
+
+/*
+ * Opening /proc/PID/task/TID/comm per snapshot was a sixth of a saturated
+ * pipeline's time: names are read at most once a second per thread.
+ */
+static json_t *thread_info(struct snapshot_target *t, uint32_t tid)
+{
+	struct thread_name *slot = &t->threads[tid % THREAD_CACHE_SLOTS];
+	uint64_t now = monotonic_ns();
+
+	if (slot->tid != tid || now - slot->read_ns > THREAD_NAME_TTL_NS) {
+		read_thread_name(t->pp->pid, tid, slot->name, sizeof(slot->name));
+		slot->tid = tid;
+		slot->read_ns = now;
+	}
+	return json_pack("{s:i,s:s}", "id", (int)tid, "name", slot->name);
 }
 
 static json_t *location(const struct snapshot_probe *p)
@@ -578,7 +626,7 @@ json_t *snapshot_build(struct snapshot_target *t, const struct snapshot_probe *p
 	if (p->location_hash)
 		json_object_set_new(snap, "location_hash", json_string(p->location_hash));
 	json_object_set_new(snap, "instrumentation", json_pack("{s:o}", "location", location(p)));
-	json_object_set_new(snap, "thread", thread_info(t->pp->pid, first->tid));
+	json_object_set_new(snap, "thread", thread_info(t, first->tid));
 
 	index_objects(objs, first, first_size);
 	if (p->capture_stack)

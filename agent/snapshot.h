@@ -28,6 +28,7 @@ struct snapshot_limits {
 };
 
 #define TYPE_CACHE_SLOTS 256
+#define THREAD_CACHE_SLOTS 64
 
 /* What decoding needs to know about one target process. */
 struct snapshot_target {
@@ -38,6 +39,11 @@ struct snapshot_target {
 		uint64_t type;
 		char name[96];
 	} types[TYPE_CACHE_SLOTS];
+	struct thread_name {
+		uint32_t tid;
+		uint64_t read_ns;	/* when comm was read: names can change */
+		char name[16];		/* TASK_COMM_LEN */
+	} threads[THREAD_CACHE_SLOTS];
 };
 
 struct snapshot_probe {

@@ -186,7 +186,7 @@ static void emit_snapshot(struct trace *tr, json_t *snap)
 	json_object_set_new(snap, "probe", json_string(tr->probe_id));
 	json_object_set_new(snap, "pid", json_integer(env.pid));
 	if (json_output) {
-		json_print(snap);
+		json_write(snap);
 		return;
 	}
 	printf("snapshot %s  %s:%s  pid %d thread %lld\n",
@@ -228,7 +228,6 @@ static void emit_snapshot(struct trace *tr, json_t *snap)
 			       json_string_value(json_object_get(f, "file_path")),
 			       (long long)json_integer_value(json_object_get(f, "line_number")));
 	}
-	fflush(stdout);
 }
 
 /* A free slot: random start, first one no one has armed. */
@@ -513,6 +512,7 @@ static int poll_loop(struct trace *tr, uint64_t start, bool renew_lease)
 
 		if (probe_engine_poll(tr->engine, POLL_MS) < 0 && !exiting)
 			break;
+		fflush(stdout);	/* snapshots are written unflushed, a batch per poll */
 		if (now - last_renew > LEASE_RENEW_MS * 1000000ull) {
 			if (renew_lease)
 				attach_renew_lease(&tr->ap, LEASE_MS);
@@ -549,6 +549,7 @@ static int poll_loop(struct trace *tr, uint64_t start, bool renew_lease)
 	}
 	probe_engine_poll(tr->engine, 0);
 	call_pairs_evict(&tr->pairs, true, emit_pair, tr);
+	fflush(stdout);
 	print_counters(tr);
 	return EXIT_DONE;
 }
