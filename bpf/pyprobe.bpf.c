@@ -4,7 +4,7 @@
  * bounded, shallow capture of it into the ring buffer.
  *
  * Entered from the helper's pydi_hook_event (tstate, slot, line, event,
- * value) — only targeted code reaches it — or, in --no-inject mode, from
+ * value, frame) — only targeted code reaches it — or, in --no-inject mode, from
  * _PyEval_EvalFrameDefault (tstate, frame), which sees C-entered frames only.
  * The GIL is held in both places, so the frame and its objects are
  * consistent while we read them. No Python code runs in the target.
@@ -25,6 +25,13 @@
 #define TPFLAGS_DICT		(1ULL << 29)
 
 #define INT_DIGITS_MAX		8	/* 30-bit digits: 240-bit ints */
+
+/* libbpf 1.1's BPF_KPROBE names five arguments; the sixth is in r9 (x86-64). */
+#if defined(__TARGET_ARCH_x86)
+#define PT_REGS_PARM6_FRAME(regs) ((regs)->r9)
+#else
+#define PT_REGS_PARM6_FRAME(regs) 0	/* BPF finds the frame from tstate */
+#endif
 #define DICT_KEYS_LOG2_INDEX	9	/* PyDictKeysObject.dk_log2_index_bytes */
 #define DICT_KEYS_KIND		10	/* .dk_kind: 0 general, else unicode */
 #define DICT_KEYS_NENTRIES	24	/* .dk_nentries */
@@ -121,14 +128,6 @@ static __always_inline __u64 read_u64(__u64 addr)
 	return v;
 }
 
-static __always_inline __u32 read_u32(__u64 addr)
-{
-	__u32 v = 0;
-
-	bpf_probe_read_user(&v, sizeof(v), (const void *)addr);
-	return v;
-}
-
 static __always_inline __u8 read_u8(__u64 addr)
 {
 	__u8 v = 0;
@@ -171,17 +170,34 @@ static long var_step(__u32 i, void *arg)
 	struct scratch *sc = w->sc;
 	__u64 v;
 
-	if (i >= w->cfg->nvars || i >= PYPROBE_MAX_VARS)
+	if (i >= sc->cap.nvars || i >= PYPROBE_MAX_VARS)
 		return 1;
-	v = read_u64(w->frame + w->lay->frame_localsplus + 8 * i);
+	v = sc->cap.vars[BOUNDED(i, PYPROBE_MAX_VARS - 1)];
 	v &= ~(__u64)w->lay->stackref_mask;
 	/* Arguments captured by closures live in cells. */
 	if (v && (w->cfg->cell_mask >> i) & 1)
 		v = read_u64(v + w->lay->cell_ref);
 	sc->cap.vars[BOUNDED(i, PYPROBE_MAX_VARS - 1)] = v;
 	push(sc, v, 0);
-	sc->cap.nvars = i + 1;
 	return 0;
+}
+
+/* All the frame's slots in one read: each bpf_probe_read_user costs ~50 ns. */
+static __always_inline void read_vars(struct walk *w)
+{
+	struct scratch *sc = w->sc;
+	__u32 n = w->cfg->nvars;
+
+	if (n > PYPROBE_MAX_VARS)
+		n = PYPROBE_MAX_VARS;
+	asm volatile("" : "+r"(n));
+	if (n == 0 || n > PYPROBE_MAX_VARS)
+		return;
+	if (bpf_probe_read_user(sc->cap.vars, n * 8,
+				(const void *)(w->frame + w->lay->frame_localsplus)))
+		return;
+	sc->cap.nvars = n;
+	bpf_loop(PYPROBE_MAX_VARS, var_step, w, 0);
 }
 
 /* --- stack ------------------------------------------------------------- */
@@ -399,6 +415,24 @@ static __always_inline bool put_items(struct walk *w, __u32 *len, __u32 depth,
 	return !it.full;
 }
 
+/*
+ * The first bytes of an object in one read: the type and the fields of the
+ * simple kinds all lie there (each bpf_probe_read_user costs ~50 ns).
+ */
+#define HEAD_WORDS 8
+
+struct head {
+	__u64 w[HEAD_WORDS];
+	bool ok;
+};
+
+static __always_inline __u64 head_word(const struct head *h, __u64 addr, __u64 off)
+{
+	if (h->ok && off < HEAD_WORDS * 8 && !(off & 7))
+		return h->w[BOUNDED(off >> 3, HEAD_WORDS - 1)];
+	return read_u64(addr + off);
+}
+
 static long obj_step(__u32 i, void *arg)
 {
 	struct walk *w = arg;
@@ -407,6 +441,7 @@ static long obj_step(__u32 i, void *arg)
 	struct pyprobe_obj *obj;
 	__u32 head = sc->head, off = sc->cap.data_len, len = 0, depth;
 	__u64 addr, type, flags = 0, size;
+	struct head h;
 	__u16 kind;
 	bool ok = true;
 
@@ -423,7 +458,13 @@ static long obj_step(__u32 i, void *arg)
 	addr = sc->queue[BOUNDED(head, PYPROBE_MAX_OBJS - 1)].addr;
 	depth = sc->queue[BOUNDED(head, PYPROBE_MAX_OBJS - 1)].depth;
 	sc->head = head + 1;
-	type = read_u64(addr + lay->object_type);
+	/* Fails as a whole near the end of a mapping: then word by word. */
+	h.ok = !bpf_probe_read_user(h.w, sizeof(h.w), (const void *)addr);
+	type = head_word(&h, addr, lay->object_type);
+	if (type == lay->long_type)
+		flags = TPFLAGS_LONG;
+	else if (type == lay->unicode_type)
+		flags = TPFLAGS_UNICODE;
 
 	if (addr == lay->none_addr) {
 		kind = PYOBJ_NONE;
@@ -433,16 +474,17 @@ static long obj_step(__u32 i, void *arg)
 		kind = PYOBJ_BOOL;
 	} else if (type == lay->float_type) {
 		kind = PYOBJ_FLOAT;
-		ok = put_u64(sc, &len, read_u64(addr + lay->float_value));
+		ok = put_u64(sc, &len, head_word(&h, addr, lay->float_value));
 	} else if (type == lay->set_type || type == lay->frozenset_type) {
 		kind = PYOBJ_SET;
-		ok = put_items(w, &len, depth, read_u64(addr + SET_USED),
-			       read_u64(addr + SET_TABLE), 16,
-			       read_u64(addr + SET_MASK) + 1);
+		ok = put_items(w, &len, depth, head_word(&h, addr, SET_USED),
+			       head_word(&h, addr, SET_TABLE), 16,
+			       head_word(&h, addr, SET_MASK) + 1);
 	} else {
-		flags = read_u64(type + lay->type_flags);
+		if (!flags)
+			flags = read_u64(type + lay->type_flags);
 		if (flags & TPFLAGS_LONG) {
-			__u64 tag = read_u64(addr + lay->long_tag);
+			__u64 tag = head_word(&h, addr, lay->long_tag);
 			__s64 ndigits = lay->attrs_mode == PYPROBE_ATTRS_311 ?
 					(__s64)tag : (__s64)(tag >> 3);
 
@@ -451,12 +493,18 @@ static long obj_step(__u32 i, void *arg)
 			if (ndigits > INT_DIGITS_MAX)
 				ndigits = INT_DIGITS_MAX;
 			kind = PYOBJ_INT;
-			ok = put_u64(sc, &len, tag) &&
-			     put_bytes(sc, &len, addr + lay->long_digit,
-				       (__u32)ndigits * 4);
+			ok = put_u64(sc, &len, tag);
+			/* Up to two 30-bit digits (|v| < 2**60) are in the head. */
+			if (ok && ndigits > 0 && ndigits <= 2 && h.ok &&
+			    lay->long_digit + 8 <= HEAD_WORDS * 8 && !(lay->long_digit & 7))
+				ok = put_u64(sc, &len, head_word(&h, addr, lay->long_digit));
+			else if (ok)
+				ok = put_bytes(sc, &len, addr + lay->long_digit,
+					       (__u32)ndigits * 4);
 		} else if (flags & TPFLAGS_UNICODE) {
-			__u32 state = read_u32(addr + lay->unicode_state);
-			__u64 length = read_u64(addr + lay->unicode_length);
+			__u64 sw = head_word(&h, addr, lay->unicode_state & ~7ULL);
+			__u32 state = (__u32)(sw >> ((lay->unicode_state & 7) * 8));
+			__u64 length = head_word(&h, addr, lay->unicode_length);
 			__u32 char_size = (state >> 2) & 7, n;
 			__u64 data = addr + (((state >> 6) & 1) ?
 				lay->unicode_ascii_size : lay->unicode_compact_size);
@@ -467,28 +515,28 @@ static long obj_step(__u32 i, void *arg)
 			ok = put_u64(sc, &len, state) && put_u64(sc, &len, length) &&
 			     (!((state >> 5) & 1) || put_bytes(sc, &len, data, n));
 		} else if (flags & TPFLAGS_BYTES) {
-			size = read_u64(addr + lay->varobject_size);
+			size = head_word(&h, addr, lay->varobject_size);
 			kind = PYOBJ_BYTES;
 			ok = put_u64(sc, &len, size) &&
 			     put_bytes(sc, &len, addr + lay->bytes_sval,
 				       size < w->cfg->max_string ? size : w->cfg->max_string);
 		} else if (flags & TPFLAGS_LIST) {
-			size = read_u64(addr + lay->varobject_size);
+			size = head_word(&h, addr, lay->varobject_size);
 			kind = PYOBJ_LIST;
 			ok = put_items(w, &len, depth, size,
-				       read_u64(addr + lay->list_item), 8, size);
+				       head_word(&h, addr, lay->list_item), 8, size);
 		} else if (flags & TPFLAGS_TUPLE) {
-			size = read_u64(addr + lay->varobject_size);
+			size = head_word(&h, addr, lay->varobject_size);
 			kind = PYOBJ_TUPLE;
 			ok = put_items(w, &len, depth, size, addr + lay->tuple_item,
 				       8, size);
 		} else if (flags & TPFLAGS_DICT) {
-			__u64 values = read_u64(addr + lay->dict_values);
+			__u64 values = head_word(&h, addr, lay->dict_values);
 
 			kind = PYOBJ_DICT;
-			ok = put_pairs(w, &len, depth, read_u64(addr + lay->dict_keys),
+			ok = put_pairs(w, &len, depth, head_word(&h, addr, lay->dict_keys),
 				       values ? values + lay->dict_values_items : 0,
-				       read_u64(addr + lay->dict_used));
+				       head_word(&h, addr, lay->dict_used));
 		} else {
 			kind = PYOBJ_OBJECT;
 			if (depth < w->cfg->max_depth)
@@ -530,11 +578,11 @@ static __always_inline bool rate_allows(struct pyprobe_stats *st,
 	return false;
 }
 
-static __always_inline int capture(__u64 frame, __s64 line, __u32 event,
-				   __u64 value, __u64 slot_hint)
+static __always_inline int capture(const struct pyprobe_layout *lay, __u64 frame,
+				   __s64 line, __u32 event, __u64 value,
+				   __u64 slot_hint)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32, zero = 0;
-	const struct pyprobe_layout *lay;
 	const struct pyprobe_config *cfg;
 	struct pyprobe_stats *st;
 	struct pyprobe_key key = {};
@@ -543,8 +591,7 @@ static __always_inline int capture(__u64 frame, __s64 line, __u32 event,
 	struct walk w;
 	__u64 claimed, size;
 
-	lay = bpf_map_lookup_elem(&layouts, &tgid);
-	if (!lay || !frame)
+	if (!frame)
 		return 0;
 	key.tgid = tgid;
 	key.event = event;
@@ -622,7 +669,7 @@ static __always_inline int capture(__u64 frame, __s64 line, __u32 event,
 	if ((cfg->capture & (PYPROBE_CAPTURE_ARGS | PYPROBE_CAPTURE_LOCALS)) &&
 	    event != PYPROBE_EV_RETURN && event != PYPROBE_EV_EXCEPTION) {
 		w.frame = frame;
-		bpf_loop(PYPROBE_MAX_VARS, var_step, &w, 0);
+		read_vars(&w);
 	}
 	/* An exception always carries where it was raised; a return needs no
 	 * stack (the entry's is the snapshot's). */
@@ -652,17 +699,25 @@ int BPF_KPROBE(pydi_hook, __u64 tstate, __u64 slot, __s64 line, __s64 event,
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	const struct pyprobe_layout *lay = bpf_map_lookup_elem(&layouts, &tgid);
+	__u64 frame = PT_REGS_PARM6_FRAME(ctx);	/* 0: the helper has no offsets */
 
 	if (!lay)
 		return 0;
-	return capture(current_frame(lay, tstate), line, (__u32)event, value, slot);
+	if (!frame)
+		frame = current_frame(lay, tstate);
+	return capture(lay, frame, line, (__u32)event, value, slot);
 }
 
 /* --no-inject: every frame entered from C, matched by code pointer. */
 SEC("uprobe")
 int BPF_KPROBE(pydi_eval_frame, __u64 tstate, __u64 frame)
 {
-	return capture(frame, 0, PYPROBE_EV_ENTRY, 0, ~0ULL);
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	const struct pyprobe_layout *lay = bpf_map_lookup_elem(&layouts, &tgid);
+
+	if (!lay)
+		return 0;
+	return capture(lay, frame, 0, PYPROBE_EV_ENTRY, 0, ~0ULL);
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -70,6 +70,8 @@ struct pyprobe_layout {
 	__u64 none_addr;		/* &_Py_NoneStruct */
 	__u64 true_addr;
 	__u64 false_addr;
+	__u64 long_type;		/* &PyLong_Type: exact ints skip the flags read */
+	__u64 unicode_type;		/* &PyUnicode_Type */
 	__u64 float_type;		/* &PyFloat_Type */
 	__u64 bool_type;
 	__u64 set_type;

@@ -35,12 +35,14 @@ static PyObject *boot_module;	/* _pydi_boot, never in sys.modules */
  * compiler-chosen prologue instruction (~10 us per hit).
  *
  * void pydi_hook_event(void *tstate, uint64_t slot, int64_t line,
- *                      int64_t event, void *value);
+ *                      int64_t event, void *value, uint64_t frame);
  *
  * tstate's current frame is the probed frame (BPF reads the code from it);
- * slot is the probe's gate, event an enum pydi_hook_event, value the return
- * value or the exception (NULL otherwise). Only hook.c calls it, after the
- * slot's gate let the call through.
+ * frame is that frame, read here where it costs two loads instead of two
+ * of BPF's user-memory reads (0 if the helper has no frame offsets); slot
+ * is the probe's gate, event an enum pydi_hook_event, value the return value
+ * or the exception (NULL otherwise). Only hook.c calls it, after the slot's
+ * gate let the call through.
  */
 __asm__(".text\n"
 	".globl pydi_hook_event\n"

@@ -181,7 +181,10 @@ hook_hit(uint64_t slot, int64_t event, int64_t line, PyObject *value)
 	if (record_list != NULL) {
 		record_hit(slot, event, line, value);
 	}
-	pydi_hook_event(PyThreadState_Get(), slot, line, event, value);
+	if (frame == 0) {
+		frame = current_frame();
+	}
+	pydi_hook_event(PyThreadState_Get(), slot, line, event, value, frame);
 }
 
 static int

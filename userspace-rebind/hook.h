@@ -19,7 +19,7 @@
  * interpreter frame of their own.
  */
 void pydi_hook_event(void *tstate, uint64_t slot, int64_t line,
-		     int64_t event, void *value);
+		     int64_t event, void *value, uint64_t frame);
 
 /* Add the hook functions to the module and publish the gates and the hook
  * address in pydi_helper_state. 0, or -1 with an exception set. */
