@@ -7,6 +7,7 @@
 #include <bpf/libbpf.h>
 #include <bpf/bpf.h>
 
+#include "capture_wire.h"
 #include "mapped_elf.h"
 #include "probe_engine.h"
 #include "procmaps.h"
@@ -19,6 +20,7 @@ struct probe_engine {
 	struct ring_buffer *rb;
 	probe_event_fn on_event;
 	void *ctx;
+	struct pyprobe_capture *cap;	/* the event being handled, spread out */
 	struct {
 		pid_t pid;
 		struct bpf_link *link;
@@ -29,10 +31,11 @@ struct probe_engine {
 static int handle_event(void *ctx, void *data, size_t size)
 {
 	struct probe_engine *pe = ctx;
+	ssize_t cap_size = capture_expand(data, size, pe->cap);
 
-	if (size < offsetof(struct pyprobe_capture, data))
+	if (cap_size < 0)
 		return 0;
-	return pe->on_event(pe->ctx, data, size);
+	return pe->on_event(pe->ctx, pe->cap, (size_t)cap_size);
 }
 
 static int quiet_print(enum libbpf_print_level level, const char *fmt,
@@ -55,6 +58,11 @@ int probe_engine_open(struct probe_engine **out, size_t ringbuf_bytes,
 	libbpf_set_print(quiet_print);
 	pe->on_event = on_event;
 	pe->ctx = ctx;
+	pe->cap = malloc(sizeof(*pe->cap));
+	if (!pe->cap) {
+		free(pe);
+		return -ENOMEM;
+	}
 	pe->skel = pyprobe__open();
 	if (!pe->skel) {
 		ret = -errno;
@@ -91,6 +99,7 @@ void probe_engine_close(struct probe_engine *pe)
 		bpf_link__destroy(pe->links[i].link);
 	ring_buffer__free(pe->rb);
 	pyprobe__destroy(pe->skel);
+	free(pe->cap);
 	free(pe);
 }
 
@@ -333,5 +342,11 @@ int probe_engine_poll(struct probe_engine *pe, int timeout_ms)
 {
 	int n = ring_buffer__poll(pe->rb, timeout_ms);
 
+	if (n == -EINTR)
+		n = 0;
+	/* BPF wakes the consumer at most once per PYPROBE_WAKEUP_NS: what came
+	 * after the last wakeup is read here, without one. */
+	if (n == 0)
+		n = ring_buffer__consume(pe->rb);
 	return n == -EINTR ? 0 : n;
 }

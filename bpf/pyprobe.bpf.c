@@ -100,7 +100,7 @@ struct work {
 };
 
 struct scratch {
-	struct pyprobe_capture cap;
+	struct pyprobe_event cap;
 	struct work queue[PYPROBE_MAX_OBJS];
 	__u32 head;
 	__u32 tail;
@@ -168,21 +168,24 @@ static long var_step(__u32 i, void *arg)
 {
 	struct walk *w = arg;
 	struct scratch *sc = w->sc;
-	__u64 v;
+	__u64 *slot, v;
 
 	if (i >= sc->cap.nvars || i >= PYPROBE_MAX_VARS)
 		return 1;
-	v = sc->cap.vars[BOUNDED(i, PYPROBE_MAX_VARS - 1)];
-	v &= ~(__u64)w->lay->stackref_mask;
+	slot = (__u64 *)&sc->cap.data[BOUNDED(i * 8, PYPROBE_MAX_VARS * 8 - 1)];
+	v = *slot & ~(__u64)w->lay->stackref_mask;
 	/* Arguments captured by closures live in cells. */
 	if (v && (w->cfg->cell_mask >> i) & 1)
 		v = read_u64(v + w->lay->cell_ref);
-	sc->cap.vars[BOUNDED(i, PYPROBE_MAX_VARS - 1)] = v;
+	*slot = v;
 	push(sc, v, 0);
 	return 0;
 }
 
-/* All the frame's slots in one read: each bpf_probe_read_user costs ~50 ns. */
+/*
+ * All the frame's slots in one read (each bpf_probe_read_user costs ~50 ns),
+ * to the start of data: nothing is in it yet.
+ */
 static __always_inline void read_vars(struct walk *w)
 {
 	struct scratch *sc = w->sc;
@@ -193,10 +196,11 @@ static __always_inline void read_vars(struct walk *w)
 	asm volatile("" : "+r"(n));
 	if (n == 0 || n > PYPROBE_MAX_VARS)
 		return;
-	if (bpf_probe_read_user(sc->cap.vars, n * 8,
+	if (bpf_probe_read_user(sc->cap.data, n * 8,
 				(const void *)(w->frame + w->lay->frame_localsplus)))
 		return;
 	sc->cap.nvars = n;
+	sc->cap.data_len = n * 8;
 	bpf_loop(PYPROBE_MAX_VARS, var_step, w, 0);
 }
 
@@ -219,10 +223,13 @@ static long frame_step(__u32 i, void *arg)
 	owner = read_u8(frame + w->lay->frame_owner);
 	/* C-stack and interpreter shim frames (3.12+) carry no Python code. */
 	if (owner < w->lay->frame_owner_cstack) {
-		sc->cap.frames[BOUNDED(n, PYPROBE_MAX_FRAMES - 1)].code =
-			frame_code(w->lay, frame);
-		sc->cap.frames[BOUNDED(n, PYPROBE_MAX_FRAMES - 1)].instr_ptr =
-			read_u64(frame + w->lay->frame_instr_ptr);
+		/* After the vars, before any object: data_len < 1 KiB here. */
+		struct pyprobe_frame *f = (struct pyprobe_frame *)
+			&sc->cap.data[BOUNDED(sc->cap.data_len, PYPROBE_DATA_MAX - 1)];
+
+		f->code = frame_code(w->lay, frame);
+		f->instr_ptr = read_u64(frame + w->lay->frame_instr_ptr);
+		sc->cap.data_len += sizeof(*f);
 		sc->cap.nframes = n + 1;
 	}
 	w->frame = read_u64(frame + w->lay->frame_previous);
@@ -558,6 +565,17 @@ static long obj_step(__u32 i, void *arg)
 
 /* --- the match --------------------------------------------------------- */
 
+/* When BPF last woke the consumer; a lost race costs one wakeup more or less. */
+static __u64 last_wakeup_ns;
+
+static __always_inline __u64 wakeup_flag(__u64 now)
+{
+	if (now - last_wakeup_ns < PYPROBE_WAKEUP_NS)
+		return BPF_RB_NO_WAKEUP;
+	last_wakeup_ns = now;
+	return 0;	/* the kernel's choice: a wakeup if the consumer is idle */
+}
+
 /* Generic cell rate algorithm: one timestamp, updated by compare-and-swap. */
 static __always_inline bool rate_allows(struct pyprobe_stats *st,
 					const struct pyprobe_config *cfg)
@@ -683,12 +701,12 @@ static __always_inline int capture(const struct pyprobe_layout *lay, __u64 frame
 	size = sc->cap.data_len;
 	if (size > PYPROBE_DATA_MAX)
 		size = PYPROBE_DATA_MAX;
-	size += offsetof(struct pyprobe_capture, data);
+	size += offsetof(struct pyprobe_event, data);
 	/* Keep the compiler from handing the verifier an unchecked copy. */
 	asm volatile("" : "+r"(size));
 	if (size > sizeof(sc->cap))
 		return 0;
-	if (bpf_ringbuf_output(&events, &sc->cap, size, 0))
+	if (bpf_ringbuf_output(&events, &sc->cap, size, wakeup_flag(sc->cap.ts_ns)))
 		__sync_fetch_and_add(&st->drop_ringbuf, 1);
 	return 0;
 }

@@ -24,6 +24,12 @@
 #define PYPROBE_WIDTH_MAX	64	/* items of one container */
 
 /* Hook events (same values as the helper's enum pydi_hook_event). */
+/*
+ * BPF wakes the ring buffer's consumer at most this often (a wakeup costs the
+ * probed thread ~100 ns per event); the consumer also reads every 100 ms.
+ */
+#define PYPROBE_WAKEUP_NS	1000000ULL
+
 #define PYPROBE_EV_ENTRY	1
 #define PYPROBE_EV_RETURN	2
 #define PYPROBE_EV_EXCEPTION	3
@@ -147,7 +153,7 @@ enum pyprobe_obj_kind {
 };
 
 /*
- * One captured object in capture.data, 8-byte aligned. Payload by kind:
+ * One captured object in the objects part of an event's data, 8-byte aligned. Payload by kind:
  * BOOL/NONE: none (the address says which). INT: tag word, then digits.
  * FLOAT: the double. STR: state word, length, then the raw data prefix.
  * BYTES: size, then the prefix. LIST/TUPLE: size, then item pointers.
@@ -166,24 +172,41 @@ struct pyprobe_obj {
 #define PYPROBE_TRUNC_DATA	(1u << 1)	/* byte budget ran out */
 #define PYPROBE_TRUNC_FRAMES	(1u << 2)
 
-struct pyprobe_capture {
-	__u32 slot;
-	__u32 tgid;
-	__u32 tid;
-	__u32 event;
-	__s64 line;
-	__u64 ts_ns;
-	__u64 frame;
-	__u64 code;
-	__u64 value;			/* return value or exception */
-	__u64 hit;			/* this snapshot's number (1-based) */
-	__u32 nvars;
-	__u32 nframes;
-	__u32 nobjs;
-	__u32 data_len;
-	__u32 truncated;		/* PYPROBE_TRUNC_* */
+/* What every event starts with (as PyObject_HEAD: one list, two structs). */
+#define PYPROBE_HEAD							\
+	__u32 slot;							\
+	__u32 tgid;							\
+	__u32 tid;							\
+	__u32 event;							\
+	__s64 line;							\
+	__u64 ts_ns;							\
+	__u64 frame;							\
+	__u64 code;							\
+	__u64 value;		/* return value or exception */		\
+	__u64 hit;		/* this snapshot's number (1-based) */	\
+	__u32 nvars;							\
+	__u32 nframes;							\
+	__u32 nobjs;							\
+	__u32 data_len;							\
+	__u32 truncated;	/* PYPROBE_TRUNC_* */			\
 	__u32 generation;
-	__u64 vars[PYPROBE_MAX_VARS];	/* localsplus values, cells dereferenced */
+
+/*
+ * On the ring buffer, only what was captured: data holds nvars localsplus
+ * values (cells dereferenced), then nframes struct pyprobe_frame, then the
+ * objects, data_len bytes in all. A fixed 1 KiB of vars and frames per event
+ * cost more to copy, and filled the ring buffer faster, than the capture.
+ */
+struct pyprobe_event {
+	PYPROBE_HEAD
+	__u8 data[PYPROBE_DATA_MAX + PYPROBE_DATA_SLACK];
+};
+
+/* The same, spread out for decoding (agent/capture_wire.c): data is the
+ * objects only. */
+struct pyprobe_capture {
+	PYPROBE_HEAD
+	__u64 vars[PYPROBE_MAX_VARS];
 	struct pyprobe_frame frames[PYPROBE_MAX_FRAMES];
 	__u8 data[PYPROBE_DATA_MAX + PYPROBE_DATA_SLACK];
 };

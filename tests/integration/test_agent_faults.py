@@ -464,10 +464,13 @@ def test_hostile_di_api_and_collector(world):
                   if c["seconds"] is not None]
             ex = [c for c in server.calls(since=t0, mode=mode, path="/v1/logs")
                   if c["seconds"] is not None]
-            log = agent.stderr()[log0:]
-            mine = [l for l in log.splitlines() if service in l]
-            assert any(re.search(DI_LOG[mode], l, re.I) for l in mine), (
-                f"no log line saying what the DI API did ({mode})", mine, log)
+            # The server counts a request done when it has sent its answer;
+            # the agent logs once it has read (or given up on) it.
+            said = lambda: [l for l in agent.stderr()[log0:].splitlines()
+                            if service in l and re.search(DI_LOG[mode], l, re.I)]
+            wait_until(f"a log line saying what the DI API did ({mode})", said,
+                       DI_TIMEOUT_MS / 1000 + 5, agent.tail)
+            mine = [l for l in agent.stderr()[log0:].splitlines() if service in l]
             results[mode] = {
                 "di_s": max(c["seconds"] for c in di),
                 "di_mb": max(c["sent"] for c in di) / 2**20,
