@@ -17,6 +17,8 @@ PATH = "/items/42?q=abc"
 CONFIGS = [
     ("a", "no pydi"),
     ("a2", "no pydi again (the noise floor: (a) against itself)"),
+    ("t", "no pydi; the service starts one idle thread (as the helper's control thread)"),
+    ("i", "helper injected (`pydi inject`), no agent, no probes"),
     ("b", "helper injected, agent attached, no probes (a probe added, READY, deleted)"),
     ("c", "agent: a function probe on `off_path`, never on the request path"),
     ("d", "agent: a function probe on the handler (args, return, stack) at the default rate limit (5/s)"),
@@ -26,6 +28,8 @@ CONFIGS = [
 COMMANDS = {
     "a": "(service and wrk only)",
     "a2": "(service and wrk only)",
+    "t": "`BENCH_IDLE_THREAD=1` in the service's environment",
+    "i": "`pydi inject PID`",
     "b": "`pydi agent --config A` (A: `config_dir`, `jsonl`, `control_socket`); "
          f"`pydi probe --socket S add --pid PID {OFF_PATH}`, READY, `pydi probe --socket S del ID`",
     "c": "`pydi agent --config A`, `config_dir` holding "
@@ -55,8 +59,10 @@ def wrk(port, seconds):
     return parse_wrk(out.stdout)
 
 
-def start_service(ctx, port):
+def start_service(ctx, port, idle_thread=False):
     env = dict(os.environ, OTEL_SERVICE_NAME=ctx.service)
+    if idle_thread:
+        env["BENCH_IDLE_THREAD"] = "1"
     proc = subprocess.Popen(["taskset", "-c", "0", ctx.python, SERVICE, str(port)],
                             stdout=subprocess.PIPE, text=True, env=env)
     line = proc.stdout.readline()
@@ -68,11 +74,14 @@ def start_service(ctx, port):
 
 def one_run(ctx, key, warm_s, measure_s):
     port = free_port()
-    svc = start_service(ctx, port)
+    svc = start_service(ctx, port, idle_thread=key == "t")
     agent = trace = None
     counters = {}
     try:
         pid = svc.pid
+        if key == "i":
+            subprocess.run([ctx.pydi, "inject", str(pid)], check=True,
+                           capture_output=True, timeout=60)
         if key in ("b", "c", "d"):
             agent = Agent(ctx, "item1")
             if key == "b":

@@ -6,9 +6,13 @@ GET /items/{item_id}?q=... is the request path wrk drives; its handler
 (read_item) is what the "handler" configurations probe. off_path() is never
 called by a request: the "not on the request path" configuration probes it.
 Prints "port N" once uvicorn accepts connections; no access log (a log line
-per request would dominate what is measured).
+per request would dominate what is measured). With BENCH_IDLE_THREAD=1 it
+starts one thread that only sleeps, as the helper's control thread does.
 """
+import os
 import sys
+import threading
+import time
 
 import uvicorn
 from fastapi import FastAPI
@@ -42,6 +46,8 @@ class Server(uvicorn.Server):
 
 def main():
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 8000
+    if os.environ.get("BENCH_IDLE_THREAD") == "1":
+        threading.Thread(target=time.sleep, args=(1e9,), daemon=True).start()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, workers=1,
                             access_log=False, log_level="warning", lifespan="off")
     Server(config).run()
