@@ -344,8 +344,7 @@ int probe_engine_poll(struct probe_engine *pe, int timeout_ms)
 
 	if (n == -EINTR)
 		n = 0;
-	/* BPF wakes the consumer at most once per PYPROBE_WAKEUP_NS: what came
-	 * after the last wakeup is read here, without one. */
+	/* A backstop: what the ring buffer holds without having woken us. */
 	if (n == 0)
 		n = ring_buffer__consume(pe->rb);
 	return n == -EINTR ? 0 : n;

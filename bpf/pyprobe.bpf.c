@@ -565,17 +565,6 @@ static long obj_step(__u32 i, void *arg)
 
 /* --- the match --------------------------------------------------------- */
 
-/* When BPF last woke the consumer; a lost race costs one wakeup more or less. */
-static __u64 last_wakeup_ns;
-
-static __always_inline __u64 wakeup_flag(__u64 now)
-{
-	if (now - last_wakeup_ns < PYPROBE_WAKEUP_NS)
-		return BPF_RB_NO_WAKEUP;
-	last_wakeup_ns = now;
-	return 0;	/* the kernel's choice: a wakeup if the consumer is idle */
-}
-
 /* Generic cell rate algorithm: one timestamp, updated by compare-and-swap. */
 static __always_inline bool rate_allows(struct pyprobe_stats *st,
 					const struct pyprobe_config *cfg)
@@ -706,7 +695,7 @@ static __always_inline int capture(const struct pyprobe_layout *lay, __u64 frame
 	asm volatile("" : "+r"(size));
 	if (size > sizeof(sc->cap))
 		return 0;
-	if (bpf_ringbuf_output(&events, &sc->cap, size, wakeup_flag(sc->cap.ts_ns)))
+	if (bpf_ringbuf_output(&events, &sc->cap, size, 0))
 		__sync_fetch_and_add(&st->drop_ringbuf, 1);
 	return 0;
 }

@@ -24,12 +24,6 @@
 #define PYPROBE_WIDTH_MAX	64	/* items of one container */
 
 /* Hook events (same values as the helper's enum pydi_hook_event). */
-/*
- * BPF wakes the ring buffer's consumer at most this often (a wakeup costs the
- * probed thread ~100 ns per event); the consumer also reads every 100 ms.
- */
-#define PYPROBE_WAKEUP_NS	1000000ULL
-
 #define PYPROBE_EV_ENTRY	1
 #define PYPROBE_EV_RETURN	2
 #define PYPROBE_EV_EXCEPTION	3
