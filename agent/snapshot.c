@@ -345,10 +345,15 @@ static json_t *decode_value(struct decode *d, uint64_t addr, unsigned int depth)
 		json_object_set_new(v, "type", json_string(tname));
 		return v;
 	case PYOBJ_BYTES: {
-		uint64_t size = word(payload, 0);
-		size_t have = obj->len - 8;
+		uint64_t size;
+		size_t have;
 		bool whole;
 
+		/* The byte budget can run out before the size word. */
+		if (obj->len < 8)
+			return not_captured(tname, "capture_budget");
+		size = word(payload, 0);
+		have = obj->len - 8;
 		if (have > size)
 			have = size;
 		whole = py_bytes_repr(payload + 8, have, buf,
