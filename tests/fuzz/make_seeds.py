@@ -101,3 +101,26 @@ with open(f"{corpus}/pycode/sample_311", "wb") as f:
 # The same bytes through the 3.12 table: other offsets, merged co_lines().
 with open(f"{corpus}/pycode/sample_311_read_as_312", "wb") as f:
     f.write(struct.pack("<B7xQ", 1, BASE) + bytes(mem))
+
+# --- fuzz_capture_wire: the snapshot seeds as ring-buffer events ----------
+# fuzz_snapshot's input is a header, a whole struct pyprobe_capture (head,
+# vars[64], frames[32], data), then memory; an event keeps only nvars vars,
+# nframes frames and data_len bytes of objects (bpf/pyprobe.h).
+HEAD, NVARS_MAX, NFRAMES_MAX = 88, 64, 32
+CAPTURE = HEAD + NVARS_MAX * 8 + NFRAMES_MAX * 16 + 16384 + 2048
+os.makedirs(f"{corpus}/capture_wire", exist_ok=True)
+for name in sorted(os.listdir(f"{corpus}/snapshot")):
+    with open(f"{corpus}/snapshot/{name}", "rb") as f:
+        blob = f.read()
+    header, cap, memory = blob[:16], blob[16:16 + CAPTURE], blob[16 + CAPTURE:]
+    nvars, nframes, _, data_len = struct.unpack_from("<4I", cap, 64)
+    nvars, nframes = min(nvars, NVARS_MAX), min(nframes, NFRAMES_MAX)
+    data_len = min(data_len, 16384)
+    frames_at = HEAD + NVARS_MAX * 8
+    body = (cap[HEAD:HEAD + nvars * 8] + cap[frames_at:frames_at + nframes * 16]
+            + cap[frames_at + NFRAMES_MAX * 16:][:data_len])
+    head = bytearray(cap[:HEAD])
+    struct.pack_into("<I", head, 76, len(body))
+    event = bytes(head) + body
+    with open(f"{corpus}/capture_wire/{name}", "wb") as f:
+        f.write(header[:2] + struct.pack("<H", len(event)) + header[4:] + event + memory)

@@ -10,7 +10,7 @@ seconds=${1:-300}
 build=${2:-$here/../../build-fuzz}
 [ $# -gt 0 ] && shift
 [ $# -gt 0 ] && shift
-harnesses=${*:-"linetable procmaps envattrs elf debug_offsets pycode probe_config di_api snapshot"}
+harnesses=${*:-"linetable procmaps envattrs elf debug_offsets pycode probe_config di_api snapshot capture_wire"}
 
 CC=${CC_FUZZ:-clang} cmake -S "$here" -B "$build" \
 	-DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
