@@ -4,6 +4,7 @@ and p99 latency as ratios against "no pydi" in the same round."""
 import os
 import re
 import subprocess
+import urllib.request
 
 from bench_common import (Agent, Trace, cpu_ns, fmt_ms, header, loadavg, log, median, now_utc,
                           probe_config, spread, stop_process, free_port, SCRIPTS)
@@ -118,6 +119,50 @@ def one_run(ctx, key, warm_s, measure_s):
     return {"rps": rps, "p99": p99, "cpu_us": cpu_us, "counters": counters}
 
 
+# Within one process: CPU per request before and after a change (the same
+# heap, the same address-space layout), against doing nothing in between.
+AB_KINDS = [
+    ("none", "nothing (the drift between two windows of one process)"),
+    ("thread", "an idle thread started (`POST /_bench/idle-thread`)"),
+    ("inject", "`pydi inject PID`"),
+    ("agent", "`pydi agent` attached: a probe on `off_path` added, READY, deleted"),
+]
+
+
+def ab_run(ctx, kind, warm_s, measure_s):
+    port = free_port()
+    svc = start_service(ctx, port)
+    agent = None
+    try:
+        pid = svc.pid
+
+        def window():
+            cpu0 = cpu_ns(pid)
+            requests = wrk(port, measure_s)[2]
+            return (cpu_ns(pid) - cpu0) / requests / 1000
+
+        wrk(port, warm_s)
+        before = window()
+        if kind == "thread":
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/_bench/idle-thread",
+                                         method="POST")
+            urllib.request.urlopen(req, timeout=10).read()
+        elif kind == "inject":
+            subprocess.run([ctx.pydi, "inject", str(pid)], check=True,
+                           capture_output=True, timeout=60)
+        elif kind == "agent":
+            agent = Agent(ctx, "item1-ab")
+            agent.probe("add", "--id", "ab-once", "--pid", str(pid), OFF_PATH)
+            agent.wait_count("READY", 1)
+            agent.probe("del", "ab-once")
+        wrk(port, 1)
+        return window() / before
+    finally:
+        if agent:
+            agent.stop()
+        stop_process(svc, timeout=10)
+
+
 def run(ctx):
     started, load_start = now_utc(), loadavg()
     warm_s, measure_s = (1, 3) if ctx.quick else (2, 8)
@@ -129,10 +174,16 @@ def run(ctx):
             log(f"item 1 round {r + 1}/{ctx.runs} ({key}): {res['rps']:.0f} req/s, "
                 f"p99 {res['p99']:.2f} ms, {res['cpu_us']:.1f} µs CPU/request "
                 f"{res['counters'] or ''}")
-    return report(ctx, results, started, load_start, warm_s, measure_s)
+    ab = {k: [] for k, _ in AB_KINDS}
+    for r in range(ctx.runs):
+        for kind, _ in AB_KINDS:
+            ab[kind].append(ab_run(ctx, kind, warm_s, measure_s / 2))
+            log(f"item 1 within-process round {r + 1}/{ctx.runs} ({kind}): "
+                f"after/before {ab[kind][-1]:.3f}")
+    return report(ctx, results, started, load_start, warm_s, measure_s, ab)
 
 
-def report(ctx, results, started, load_start, warm_s, measure_s):
+def report(ctx, results, started, load_start, warm_s, measure_s, ab=None):
     base = results["a"]
     lines = ["## 1. Service overhead", ""] + header(ctx, started, load_start) + [
         "",
@@ -182,6 +233,23 @@ def report(ctx, results, started, load_start, warm_s, measure_s):
         lines.append(f"- {key}: " + "; ".join(
             ", ".join(f"{k} {v}" for k, v in x["counters"].items()) or "(none)"
             for x in results[key]))
+    if ab:
+        lines += [
+            "", "### Within one process", "",
+            f"A fresh service per round, {measure_s / 2:g} s of wrk measured, then the change, "
+            f"then {measure_s / 2:g} s again: the service's CPU per request after / before "
+            "(≤ 1 is better; the rounds are interleaved with the rows above). Across "
+            "processes the address-space layout and heap differ from run to run; within "
+            "one they do not, so what *nothing* does between the windows is the noise "
+            "floor here.", "",
+            "| change between the windows | CPU per request after / before (median) | "
+            "min–max | against *nothing* |", "|---|---|---|---|"]
+        floor = median(ab["none"])
+        for kind, what in AB_KINDS:
+            rs = ab[kind]
+            lines.append(f"| {what} | **{median(rs):.3f}** | "
+                         f"{spread(rs, lambda v: f'{v:.3f}')} | "
+                         f"{median(rs) / floor:.3f} |")
     lines += [
         "",
         "Reproduce: `scripts/bench 1` (all rows, interleaved). One row by hand: "
