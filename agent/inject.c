@@ -556,6 +556,13 @@ static int inject_locked(struct pyproc *pp, struct helper_client *hc,
 		return 0;
 	}
 	helper_close(hc);
+	if (ret == -EPROTO && hc->state.magic == PYDI_HELPER_MAGIC) {
+		/* Resident for good: only a restart of the process replaces it. */
+		set_err(err, err_len, "pid %d: its helper came from another pydi version "
+			"(helper ABI %u, this pydi speaks %u): restart the process to probe it",
+			pp->pid, hc->state.abi, PYDI_HELPER_ABI);
+		return ret;
+	}
 	if (ret && ret != -ENOENT) {
 		set_err(err, err_len, "pid %d: a helper is mapped but unusable: %s",
 			pp->pid, strerror(-ret));

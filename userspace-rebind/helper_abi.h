@@ -19,7 +19,7 @@
 #include <stdint.h>
 
 #define PYDI_HELPER_MAGIC	0x706c656869647970ULL	/* "pydihelp" */
-#define PYDI_HELPER_ABI		1
+#define PYDI_HELPER_ABI		2	/* 2: the hook passes the frame */
 #define PYDI_HELPER_STATE_SYM	"pydi_helper_state"
 #define PYDI_HELPER_MEMFD_NAME	"pydi-helper"
 #define PYDI_HELPER_MODULE	"_pydi_helper"
