@@ -177,7 +177,7 @@ def run(ctx):
     ab = {k: [] for k, _ in AB_KINDS}
     for r in range(ctx.runs):
         for kind, _ in AB_KINDS:
-            ab[kind].append(ab_run(ctx, kind, warm_s, measure_s / 2))
+            ab[kind].append(ab_run(ctx, kind, warm_s, max(1, measure_s // 2)))
             log(f"item 1 within-process round {r + 1}/{ctx.runs} ({kind}): "
                 f"after/before {ab[kind][-1]:.3f}")
     return report(ctx, results, started, load_start, warm_s, measure_s, ab)
@@ -236,8 +236,8 @@ def report(ctx, results, started, load_start, warm_s, measure_s, ab=None):
     if ab:
         lines += [
             "", "### Within one process", "",
-            f"A fresh service per round, {measure_s / 2:g} s of wrk measured, then the change, "
-            f"then {measure_s / 2:g} s again: the service's CPU per request after / before "
+            f"A fresh service per round, {max(1, measure_s // 2)} s of wrk measured, then the change, "
+            f"then {max(1, measure_s // 2)} s again: the service's CPU per request after / before "
             "(≤ 1 is better; the rounds are interleaved with the rows above). Across "
             "processes the address-space layout and heap differ from run to run; within "
             "one they do not, so what *nothing* does between the windows is the noise "
