@@ -119,6 +119,27 @@ def one_run(ctx, key, warm_s, measure_s):
     return {"rps": rps, "p99": p99, "cpu_us": cpu_us, "counters": counters}
 
 
+# Measured by hand (2026-11-26, tree 0f575d4), the within-process A/B above
+# with more kinds; kept as text, as it explains the rows rather than adds one.
+WHERE_B_GOES = (
+    "Where (b)'s cost comes from (within one process, 5 rounds, CPU per request after / "
+    "before; *nothing* 0.967): the agent attached, a probe added and deleted, agent "
+    "running 1.005; the same with the agent then stopped by SIGSTOP 1.051; the same with "
+    "the agent exited (its uprobe links destroyed) 0.964; an agent running beside the "
+    "service without ever attaching to it 0.965. So it is neither the agent's work nor "
+    "the helper (inject alone: no cost) but the attached uprobe: libbpf attaches a "
+    "uprobe for one pid as a per-task perf event, which the scheduler switches in and "
+    "out with every context switch of the service's thread (several per request for an "
+    "asyncio server). Attaching the helper's uprobe for any pid instead (the helper's "
+    "memfd is mapped by that process only) removed the cost — *nothing* 1.035, agent "
+    "stopped 1.000, agent running 0.994 (3 rounds) — but a forked child then shares its "
+    "parent's uprobe without one of its own, and its first probed call segfaulted in the "
+    "optimized uprobe's trampoline, which the child does not have (`test_fork_exec_exit_"
+    "while_probed`). Not landed: the way out is a uprobe filtered by pid without a perf "
+    "event (a `uprobe_multi` link with a pid, kernel ≥ 6.6, which libbpf 1.1 cannot "
+    "create), or an any-pid uprobe plus a per-child re-registration with a BPF cookie "
+    "naming the process each link is for.")
+
 # Within one process: CPU per request before and after a change (the same
 # heap, the same address-space layout), against doing nothing in between.
 AB_KINDS = [
@@ -250,6 +271,7 @@ def report(ctx, results, started, load_start, warm_s, measure_s, ab=None):
             lines.append(f"| {what} | **{median(rs):.3f}** | "
                          f"{spread(rs, lambda v: f'{v:.3f}')} | "
                          f"{median(rs) / floor:.3f} |")
+    lines += ["", WHERE_B_GOES]
     lines += [
         "",
         "Reproduce: `scripts/bench 1` (all rows, interleaved). One row by hand: "
