@@ -224,28 +224,17 @@ void probe_engine_remove_process(struct probe_engine *pe, pid_t pid)
 	}
 }
 
-/*
- * any_pid: a uprobe for every process mapping the file, its BPF cookie naming
- * the process it is for (the program ignores hits of others). A uprobe bound
- * to one pid is a per-task perf event, which the scheduler switches in and
- * out with every context switch of that task: it cost an asyncio service ~4 %
- * of its CPU with no probe on its path (BENCHMARKS.md, item 1). Each process
- * still gets a link, and so a registration, of its own: a forked child that
- * relied on its parent's crashed in the optimized uprobe's trampoline.
- */
 static int attach(struct probe_engine *pe, struct bpf_program *prog, pid_t pid,
-		  bool any_pid, const char *path, uint64_t offset, char *err,
-		  size_t err_len)
+		  const char *path, uint64_t offset, char *err, size_t err_len)
 {
-	LIBBPF_OPTS(bpf_uprobe_opts, opts, .bpf_cookie = any_pid ? (__u64)pid : 0);
+	LIBBPF_OPTS(bpf_uprobe_opts, opts);
 	struct bpf_link *link;
 
 	if (pe->nlinks == MAX_LINKS) {
 		snprintf(err, err_len, "too many attached processes");
 		return -ENOSPC;
 	}
-	link = bpf_program__attach_uprobe_opts(prog, any_pid ? -1 : pid, path, offset,
-					       &opts);
+	link = bpf_program__attach_uprobe_opts(prog, pid, path, offset, &opts);
 	if (!link) {
 		int ret = -errno;
 
@@ -264,11 +253,10 @@ int probe_engine_attach_hook(struct probe_engine *pe,
 {
 	char path[96];
 
-	/* The helper's memfd, named by the kernel's own map_files link: only
-	 * this process and its forks map it. */
+	/* The helper's memfd, named by the kernel's own map_files link. */
 	snprintf(path, sizeof(path), "/proc/%d/map_files/%llx-%llx", hc->pid,
 		 (unsigned long long)hc->map_start, (unsigned long long)hc->map_end);
-	return attach(pe, pe->skel->progs.pydi_hook, hc->pid, true, path,
+	return attach(pe, pe->skel->progs.pydi_hook, hc->pid, path,
 		      hc->hook_file_offset, err, err_len);
 }
 
@@ -304,8 +292,7 @@ int probe_engine_attach_eval_frame(struct probe_engine *pe, struct pyproc *pp,
 	/* Through map_files, never the interpreter's path in the container. */
 	mapped_file_path(pp->pid, text, path, sizeof(path));
 	proc_maps_free(&maps);
-	/* Every Python process maps the interpreter: this one's hits only. */
-	return attach(pe, pe->skel->progs.pydi_eval_frame, pp->pid, false, path, offset,
+	return attach(pe, pe->skel->progs.pydi_eval_frame, pp->pid, path, offset,
 		      err, err_len);
 }
 

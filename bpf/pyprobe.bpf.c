@@ -705,14 +705,9 @@ int BPF_KPROBE(pydi_hook, __u64 tstate, __u64 slot, __s64 line, __s64 event,
 	       __u64 value)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	const struct pyprobe_layout *lay;
+	const struct pyprobe_layout *lay = bpf_map_lookup_elem(&layouts, &tgid);
 	__u64 frame = PT_REGS_PARM6_FRAME(ctx);	/* 0: the helper has no offsets */
 
-	/* Attached for any pid, the link's cookie names the process it is for:
-	 * a forked child shares its parent's helper, and each has a link. */
-	if (bpf_get_attach_cookie(ctx) != tgid)
-		return 0;
-	lay = bpf_map_lookup_elem(&layouts, &tgid);
 	if (!lay)
 		return 0;
 	if (!frame)
