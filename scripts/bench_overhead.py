@@ -126,19 +126,16 @@ WHERE_B_GOES = (
     "before; *nothing* 0.967): the agent attached, a probe added and deleted, agent "
     "running 1.005; the same with the agent then stopped by SIGSTOP 1.051; the same with "
     "the agent exited (its uprobe links destroyed) 0.964; an agent running beside the "
-    "service without ever attaching to it 0.965. So it is neither the agent's work nor "
-    "the helper (inject alone: no cost) but the attached uprobe: libbpf attaches a "
-    "uprobe for one pid as a per-task perf event, which the scheduler switches in and "
-    "out with every context switch of the service's thread (several per request for an "
-    "asyncio server). Attaching the helper's uprobe for any pid instead (the helper's "
-    "memfd is mapped by that process only) removed the cost — *nothing* 1.035, agent "
-    "stopped 1.000, agent running 0.994 (3 rounds) — but a forked child then shares its "
-    "parent's uprobe without one of its own, and its first probed call segfaulted in the "
-    "optimized uprobe's trampoline, which the child does not have (`test_fork_exec_exit_"
-    "while_probed`). Not landed: the way out is a uprobe filtered by pid without a perf "
-    "event (a `uprobe_multi` link with a pid, kernel ≥ 6.6, which libbpf 1.1 cannot "
-    "create), or an any-pid uprobe plus a per-child re-registration with a BPF cookie "
-    "naming the process each link is for.")
+    "service without ever attaching to it 0.965; `pydi inject` alone costs nothing (table "
+    "above). So it is neither the agent's work nor the helper, but something that lives "
+    "as long as the agent's uprobe links on the helper do. Not the per-task perf event "
+    "of a pid-bound uprobe, as first suspected: links attached for any pid, each with a "
+    "BPF cookie naming its process, kept the cost (4 rounds, quiet: agent 1.023, "
+    "SIGSTOPped 1.033, *nothing* 0.989). One any-pid link shared by a process and its "
+    "forks measured no cost in 3 rounds (*nothing* 1.035, agent 0.994) — too few to "
+    "trust — and crashed a forked child (`test_fork_exec_exit_while_probed`: its first "
+    "probed call jumped into an optimized-uprobe trampoline it does not have). Neither "
+    "landed; the cause is open.")
 
 # Within one process: CPU per request before and after a change (the same
 # heap, the same address-space layout), against doing nothing in between.
