@@ -121,6 +121,11 @@ def run_single(ctx, n, gated_n, hit_n, idle_s):
         if agent:
             agent.stop()
         app.close()
+    return with_costs(res, base, base_unprobed, base_hit, gated_n, hit_n)
+
+
+def with_costs(res, base, base_unprobed, base_hit, gated_n, hit_n):
+    """res with per-call costs against the loops run before the agent."""
     res["gated_cost"] = (res["gated"] - base) / gated_n
     res["late_cost"] = (res["late"] * 10 - base) / gated_n
     res["unprobed_cost"] = (res["unprobed"] - base_unprobed) / gated_n
@@ -147,11 +152,7 @@ def run_many(ctx, gated_n, hit_n, idle_s):
             agent.stop()
         for a in apps:
             a.close()
-    res["gated_cost"] = (res["gated"] - base) / gated_n
-    res["late_cost"] = (res["late"] * 10 - base) / gated_n
-    res["unprobed_cost"] = (res["unprobed"] - base_unprobed) / gated_n
-    res["hit_cost"] = (res["hit"] - base_hit) / hit_n
-    return res
+    return with_costs(res, base, base_unprobed, base_hit, gated_n, hit_n)
 
 
 def run(ctx):
