@@ -203,20 +203,18 @@ def rss_kib(pid, field="VmRSS"):
     return 0
 
 
-class App:
-    """A bench_app.py process driven over stdin/stdout."""
+class LineDriven:
+    """A target process driven one command per line over stdin/stdout: it
+    prints "ready PID" first, then one reply per command ("error ..." on
+    failure)."""
 
-    def __init__(self, ctx, functions=50, mode=None, service=None, cpu=None):
-        env = dict(os.environ)
-        env["OTEL_SERVICE_NAME"] = service or ctx.service
-        argv = [ctx.python, APP, "--functions", str(functions)] + ([mode] if mode else [])
-        if cpu is not None:
-            argv = ["taskset", "-c", str(cpu)] + argv
+    def __init__(self, argv, env, name, script):
+        self.name = name
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, env=env, cwd=ROOT)
         words = self.proc.stdout.readline().split()
         if not words or words[0] != "ready":
-            raise RuntimeError(f"{APP} did not start")
+            raise RuntimeError(f"{script} did not start")
         self.pid = int(words[1])
 
     def ask(self, line):
@@ -224,11 +222,23 @@ class App:
         self.proc.stdin.flush()
         reply = self.proc.stdout.readline().strip()
         if not reply or reply.startswith("error"):
-            raise RuntimeError(f"app {self.pid}: {line!r}: {reply or 'no reply'}")
+            raise RuntimeError(f"{self.name} {self.pid}: {line!r}: {reply or 'no reply'}")
         return reply
 
     def run(self, name, n):
         return int(self.ask(f"run {name} {n}").split()[1])
+
+
+class App(LineDriven):
+    """A bench_app.py process."""
+
+    def __init__(self, ctx, functions=50, mode=None, service=None, cpu=None):
+        env = dict(os.environ)
+        env["OTEL_SERVICE_NAME"] = service or ctx.service
+        argv = [ctx.python, APP, "--functions", str(functions)] + ([mode] if mode else [])
+        if cpu is not None:
+            argv = ["taskset", "-c", str(cpu)] + argv
+        super().__init__(argv, env, "app", APP)
 
     def close(self):
         if self.proc.poll() is None:

@@ -10,7 +10,7 @@ import statistics
 import subprocess
 import time
 
-from bench_common import ROOT, Trace, bpf_prog_runs, header, loadavg, log, now_utc
+from bench_common import ROOT, LineDriven, Trace, bpf_prog_runs, header, loadavg, log, now_utc
 
 TARGET = os.path.join(ROOT, "scripts", "bench_target.py")
 
@@ -22,30 +22,13 @@ ADOT_EVERY_NS = 57000
 BATCH_PAUSE_S = 0.03
 
 
-class Target:
-    """A bench_target.py process driven over stdin/stdout."""
+class Target(LineDriven):
+    """A bench_target.py process."""
 
     def __init__(self, python, env_extra=None):
         env = dict(os.environ)
         env.update(env_extra or {})
-        self.proc = subprocess.Popen([python, TARGET], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, env=env,
-                                     cwd=ROOT)
-        words = self.proc.stdout.readline().split()
-        if not words or words[0] != "ready":
-            raise RuntimeError(f"{TARGET} did not start")
-        self.pid = int(words[1])
-
-    def ask(self, line):
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        reply = self.proc.stdout.readline().strip()
-        if not reply or reply.startswith("error"):
-            raise RuntimeError(f"target {self.pid}: {line!r}: {reply or 'no reply'}")
-        return reply
-
-    def run(self, workload, n):
-        return int(self.ask(f"run {workload} {n}").split()[1])
+        super().__init__([python, TARGET], env, "target", TARGET)
 
     def close(self):
         try:
