@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Seeds for fuzz_linetable and fuzz_pycode, from Debian's python3 (3.11).
+"""Seeds for fuzz_linetable and fuzz_pycode, from Debian's /usr/bin/python3 (3.11).
 
 fuzz_pycode's seed lays one real code object (its names, locals, kinds and
 line table) out as CPython 3.11 would in memory, at the offsets of
