@@ -342,10 +342,5 @@ int probe_engine_poll(struct probe_engine *pe, int timeout_ms)
 {
 	int n = ring_buffer__poll(pe->rb, timeout_ms);
 
-	if (n == -EINTR)
-		n = 0;
-	/* A backstop: what the ring buffer holds without having woken us. */
-	if (n == 0)
-		n = ring_buffer__consume(pe->rb);
 	return n == -EINTR ? 0 : n;
 }

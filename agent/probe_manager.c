@@ -948,7 +948,6 @@ void pm_tick(struct probe_manager *pm)
 	 * and signals are served in between. */
 	uint64_t budget_end = now + WORK_BUDGET_NS;
 
-	probe_engine_poll(pm->engine, 0);	/* a backstop for missed wakeups */
 	for (size_t i = 0; i < pm->nprocs && monotonic_ns() < budget_end; i++) {
 		struct proc_entry *p = pm->procs[i];
 
