@@ -31,9 +31,10 @@
 #include "probe_config.h"
 #include "probe_manager.h"
 
-#define TICK_MS			100
+#define TICK_MS			100	/* what is overdue is looked at this often */
+#define MAX_SLEEP_MS		1000
 #define DIR_DEBOUNCE_MS		100
-#define DIR_BACKSTOP_MS		5000	/* re-read even without events */
+#define DIR_BACKSTOP_MS		5000	/* look for changes even without events */
 #define METRICS_EVERY_MS	1000
 #define RINGBUF_BYTES		(4u << 20)	/* mapped twice by the consumer: RSS */
 #define DI_MAX_RESPONSE		(4u << 20)	/* per answer; several may be open */
@@ -296,6 +297,15 @@ static void drain_eventfd(int fd)
 		;
 }
 
+/* Until the earliest timer, at most MAX_SLEEP_MS: an idle agent wakes once
+ * a second (each wakeup costs it more than the little work it finds). */
+static int sleep_ms(uint64_t now, uint64_t due)
+{
+	if (due <= now)
+		return TICK_MS;
+	return due - now < MAX_SLEEP_MS ? (int)(due - now) : MAX_SLEEP_MS;
+}
+
 static void run(struct agent *a)
 {
 	uint64_t now = monotonic_ms();
@@ -307,7 +317,17 @@ static void run(struct agent *a)
 		a->cfg.jsonl_path ?: "off", a->cfg.config_dir ?: "off", a->cfg.control_socket);
 	while (!a->exiting) {
 		struct epoll_event evs[16];
-		int n = epoll_wait(a->epoll_fd, evs, 16, TICK_MS);
+		uint64_t due = pm_next_due_ns(a->pm) / 1000000;
+		int n;
+
+		due = next_rescan < due ? next_rescan : due;
+		if (a->dir)
+			due = dir_backstop < due ? dir_backstop : due;
+		if (dir_due)
+			due = dir_due < due ? dir_due : due;
+		if (a->metrics)
+			due = next_metrics < due ? next_metrics : due;
+		n = epoll_wait(a->epoll_fd, evs, 16, sleep_ms(monotonic_ms(), due));
 
 		for (int i = 0; i < n; i++) {
 			switch (evs[i].data.u32) {
@@ -343,10 +363,14 @@ static void run(struct agent *a)
 			discovery_scan(on_process, a);
 			next_rescan = now + a->cfg.rescan_s * 1000ull;
 		}
-		if (a->dir && ((dir_due && now >= dir_due) || now >= dir_backstop)) {
+		if (a->dir && now >= dir_backstop) {
+			if (!dir_due && config_dir_stale(a->dir))
+				dir_due = now;
+			dir_backstop = now + DIR_BACKSTOP_MS;
+		}
+		if (dir_due && now >= dir_due) {
 			read_config_dir(a);
 			dir_due = 0;
-			dir_backstop = now + DIR_BACKSTOP_MS;
 		}
 		pm_tick(a->pm);
 		if (a->metrics && now >= next_metrics) {

@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 struct config_dir {
 	char *path;
 	int inotify_fd;
+	uint64_t sig;			/* of the files as last read */
 };
 
 int config_dir_open(struct config_dir **out, const char *path, char *err,
@@ -155,23 +157,72 @@ static int read_small_file(int dir_fd, const char *name, char **text, size_t *le
 	return 0;
 }
 
-json_t *config_dir_read(const struct config_dir *cd)
+/* Hidden entries include a ConfigMap's ..data machinery. */
+static bool is_config_name(const char *name)
+{
+	size_t n = strlen(name);
+
+	return name[0] != '.' && n >= 6 && strcmp(name + n - 5, ".json") == 0;
+}
+
+static uint64_t fnv1a(uint64_t h, const void *data, size_t len)
+{
+	const unsigned char *p = data;
+
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ p[i]) * 0x100000001b3ull;
+	return h;
+}
+
+/* What the files are (names, and what their symlinks lead to), not what
+ * they say: a rewrite changes the inode, the size or the mtime. */
+static uint64_t dir_signature(const char *path)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+	DIR *dir = opendir(path);
+	struct dirent *de;
+	struct stat st;
+
+	if (!dir)
+		return h;
+	while ((de = readdir(dir))) {
+		if (!is_config_name(de->d_name))
+			continue;
+		memset(&st, 0, sizeof(st));
+		fstatat(dirfd(dir), de->d_name, &st, 0);
+		h = fnv1a(h, de->d_name, strlen(de->d_name) + 1);
+		h = fnv1a(h, &st.st_dev, sizeof(st.st_dev));
+		h = fnv1a(h, &st.st_ino, sizeof(st.st_ino));
+		h = fnv1a(h, &st.st_size, sizeof(st.st_size));
+		h = fnv1a(h, &st.st_mtim, sizeof(st.st_mtim));
+	}
+	closedir(dir);
+	return h;
+}
+
+bool config_dir_stale(const struct config_dir *cd)
+{
+	return dir_signature(cd->path) != cd->sig;
+}
+
+json_t *config_dir_read(struct config_dir *cd)
 {
 	json_t *files = json_object();
-	DIR *dir = opendir(cd->path);
+	DIR *dir;
 	struct dirent *de;
 
+	/* Taken first: a change made while reading shows as stale later. */
+	cd->sig = dir_signature(cd->path);
+	dir = opendir(cd->path);
 	if (!dir)
 		return files;
 	while ((de = readdir(dir))) {
-		size_t n = strlen(de->d_name);
 		char err[256], *text = NULL;
 		json_t *configs;
 		size_t len = 0;
 		int ret;
 
-		/* Hidden entries include a ConfigMap's ..data machinery. */
-		if (de->d_name[0] == '.' || n < 6 || strcmp(de->d_name + n - 5, ".json") != 0)
+		if (!is_config_name(de->d_name))
 			continue;
 		ret = read_small_file(dirfd(dir), de->d_name, &text, &len);
 		if (ret) {

@@ -27,7 +27,11 @@ bool config_dir_consume(struct config_dir *cd);
  * objects (a file-level Service/Environment copied into each that lacks
  * them). A file that cannot be read or parsed maps to {"error": "..."}.
  */
-json_t *config_dir_read(const struct config_dir *cd);
+json_t *config_dir_read(struct config_dir *cd);
+
+/* Have the files changed since the last read (a stat of each, no read)? The
+ * backstop for a change inotify did not report. */
+bool config_dir_stale(const struct config_dir *cd);
 
 /* One file's text -> array of configurations, or NULL with err (pure). */
 json_t *config_file_parse(const char *text, size_t len, char *err,

@@ -22,6 +22,8 @@
 #define STARTUP_GRACE_S		20	/* modules may still be importing */
 #define SECOND_NS		NS_PER_S
 #define WORK_BUDGET_NS		(50 * NS_PER_MS)	/* slow work per tick */
+#define WALK_BACKSTOP_NS	(10 * NS_PER_S)
+#define GC_EVERY_NS		(10 * NS_PER_S)
 #define DRAIN_NS		(2 * NS_PER_S)
 #define AGENT_PROBE_PREFIX	"agent/"
 #define FAILED_MEMORY_MAX	4096
@@ -35,23 +37,24 @@ enum proc_state {
 	PROC_UNSUPPORTED,	/* CPython pydi cannot instrument */
 };
 
+/* What the periodic walks read comes first: the struct spans many pages. */
 struct proc_entry {
 	pid_t pid;
 	uint64_t start_time;
 	enum proc_state state;
-	struct service_identity id;
-	json_t *attrs;			/* resource attributes, for AttributeFilters */
-	struct attached_proc ap;
 	bool injected;
-	uint64_t lease_expiries;	/* the helper's count when we last looked */
-	uint64_t commands_seen;		/* its commands_run when codes were last followed */
 	bool follow_codes;		/* some pydi ran a command: codes may have moved */
-	json_t *hooks;			/* its "hooks" reply for this pass, or NULL */
-	char unsupported[256];
-	uint64_t check_at_ns;
-	unsigned int looks;
 	bool watching;			/* DI API polls for its service */
 	bool seen;			/* rescan mark */
+	uint64_t check_at_ns;
+	unsigned int looks;
+	uint64_t lease_expiries;	/* the helper's count when we last looked */
+	uint64_t commands_seen;		/* its commands_run when codes were last followed */
+	json_t *hooks;			/* its "hooks" reply for this pass, or NULL */
+	json_t *attrs;			/* resource attributes, for AttributeFilters */
+	struct service_identity id;
+	char unsupported[256];
+	struct attached_proc *ap;	/* OPEN and UNSUPPORTED only (it is large) */
 };
 
 struct cfg_entry {
@@ -109,6 +112,10 @@ struct probe_manager {
 	uint32_t next_slot;
 	json_t *failed;			/* "id/fingerprint/pid/start" -> [cause, message] */
 	bool dirty;			/* configs or processes changed: reconcile */
+	uint64_t procs_due_ns;		/* a candidate's look is due: walk them */
+	uint64_t insts_due_ns;		/* a retry, drain, expiry, MaxHits check */
+	uint64_t last_gc_ns;
+	bool watch_insts;		/* some instance READY or with calls in flight */
 	uint64_t last_second_ns;
 	uint64_t last_sweep_ns;
 	uint64_t injection_failures;
@@ -195,6 +202,8 @@ static void set_status(struct probe_manager *pm, struct instance *in,
 	if (st == IS_READY && in->status == IS_ACTIVE)
 		return;
 	in->status = st;
+	if (st == IS_READY)
+		pm->watch_insts = true;
 	snprintf(in->cause, sizeof(in->cause), "%s", cause ? cause : "");
 	snprintf(in->message, sizeof(in->message), "%s", message ? message : "");
 	fprintf(stderr, "pydi agent: probe %s pid %d: %s%s%s%s%s\n", in->cfg->pc.id,
@@ -216,7 +225,7 @@ static int alloc_slot(struct probe_manager *pm, struct instance *in, uint32_t *s
 	for (uint32_t i = 0; i < PYPROBE_MAX_PROBES; i++) {
 		uint32_t s = (pm->next_slot + i) % PYPROBE_MAX_PROBES;
 
-		if (pm->by_slot[s] || !attach_slot_free(&in->proc->ap, s))
+		if (pm->by_slot[s] || !attach_slot_free(in->proc->ap, s))
 			continue;
 		pm->next_slot = s + 1;
 		*slot = s;
@@ -225,20 +234,27 @@ static int alloc_slot(struct probe_manager *pm, struct instance *in, uint32_t *s
 	return -ENOSPC;
 }
 
+/* Something in the entries needs the tick's walk at t (see pm_tick). */
+static void due_at(uint64_t *due, uint64_t t)
+{
+	if (t < *due)
+		*due = t;
+}
+
 /* --- snapshots ------------------------------------------------------------ */
 
 static void emit(struct probe_manager *pm, struct instance *in,
 		 const struct pyprobe_capture *first, size_t first_size,
 		 const struct pyprobe_capture *ret, size_t ret_size)
 {
-	json_t *snap = snapshot_build(&in->proc->ap.snap, &in->sp, first, first_size, ret,
+	json_t *snap = snapshot_build(&in->proc->ap->snap, &in->sp, first, first_size, ret,
 				      ret_size);
 
 	if (!snap)
 		return;
 	/* Decoded by pid: if the process is gone, the pid may name another
 	 * one by now, and what was read is not this snapshot's. */
-	if (!attach_alive(&in->proc->ap)) {
+	if (!attach_alive(in->proc->ap)) {
 		json_decref(snap);
 		return;
 	}
@@ -268,9 +284,12 @@ static int on_capture(void *ctx, const struct pyprobe_capture *cap, size_t size)
 		return 0;
 	if (in->status == IS_READY)
 		set_status(pm, in, IS_ACTIVE, NULL, NULL);
+	if (in->hp.cfg.max_hits)
+		due_at(&pm->insts_due_ns, 0);	/* check_max_hits() */
+	pm->watch_insts = true;		/* its call's end may never come */
 	call_pairs_add(&in->pairs, in->hp.cfg.pairs_return, cap, size, emit_pair, in);
 	if (!in->drain_until_ns)
-		hooked_probe_refresh_gate(&in->proc->ap, pm->engine, &in->hp);
+		hooked_probe_refresh_gate(in->proc->ap, pm->engine, &in->hp);
 	return 0;
 }
 
@@ -282,7 +301,7 @@ static void read_counters(struct probe_manager *pm, struct instance *in)
 	if (!in->has_slot)
 		return;
 	probe_engine_stats(pm->engine, in->hp.slot, &in->stats);
-	attach_read_gate(&in->proc->ap, in->hp.slot, &in->gate);
+	attach_read_gate(in->proc->ap, in->hp.slot, &in->gate);
 }
 
 static void unhook(struct probe_manager *pm, struct instance *in)
@@ -291,7 +310,7 @@ static void unhook(struct probe_manager *pm, struct instance *in)
 		/* Let the returns of captured calls arrive first. */
 		probe_engine_poll(pm->engine, 0);
 		read_counters(pm, in);
-		hooked_probe_detach(&in->proc->ap, pm->engine, in->probe_id, &in->hp);
+		hooked_probe_detach(in->proc->ap, pm->engine, in->probe_id, &in->hp);
 		pm->by_slot[in->hp.slot] = NULL;
 		in->has_slot = false;
 	}
@@ -426,18 +445,18 @@ static void clean_stale_hooks(struct probe_manager *pm, struct proc_entry *p)
 	size_t i;
 
 	(void)pm;
-	reply = attach_command(&p->ap, json_pack("{s:s}", "cmd", "hooks"), err, sizeof(err));
+	reply = attach_command(p->ap, json_pack("{s:s}", "cmd", "hooks"), err, sizeof(err));
 	json_array_foreach(json_object_get(reply, "hooks"), i, hook) {
 		const char *id = json_string_value(json_object_get(hook, "probe_id"));
 		json_t *r;
 
 		if (!id || strncmp(id, AGENT_PROBE_PREFIX, strlen(AGENT_PROBE_PREFIX)) != 0)
 			continue;
-		r = attach_command(&p->ap, json_pack("{s:s,s:s}", "cmd", "unhook", "probe_id", id),
+		r = attach_command(p->ap, json_pack("{s:s,s:s}", "cmd", "unhook", "probe_id", id),
 				   err, sizeof(err));
 		json_decref(r);
 		if (json_is_integer(json_object_get(hook, "slot")))
-			attach_set_gate(&p->ap, (uint32_t)json_integer_value(
+			attach_set_gate(p->ap, (uint32_t)json_integer_value(
 				json_object_get(hook, "slot")), false, 0);
 	}
 	json_decref(reply);
@@ -472,7 +491,7 @@ static void try_attach(struct probe_manager *pm, struct instance *in)
 		return;
 	}
 	if (!p->injected) {
-		ret = attach_inject(&p->ap, pm->engine, pm->o.lease_ms, err, sizeof(err));
+		ret = attach_inject(p->ap, pm->engine, pm->o.lease_ms, err, sizeof(err));
 		if (ret) {
 			pm->injection_failures++;
 			if (!retry_later(in, err))
@@ -480,21 +499,21 @@ static void try_attach(struct probe_manager *pm, struct instance *in)
 			return;
 		}
 		p->injected = true;
-		if (helper_read_state(&p->ap.hc) == 0)
-			p->lease_expiries = p->ap.hc.state.lease_expiries;
+		if (helper_read_state(&p->ap->hc) == 0)
+			p->lease_expiries = p->ap->hc.state.lease_expiries;
 		clean_stale_hooks(pm, p);
 	}
 	if (alloc_slot(pm, in, &slot)) {
 		set_status(pm, in, IS_ERROR, "RUNTIME_ERROR", "no free probe slot");
 		return;
 	}
-	ret = hooked_probe_attach(&p->ap, pm->engine, &in->spec, slot, &in->hp, &cause, err,
+	ret = hooked_probe_attach(p->ap, pm->engine, &in->spec, slot, &in->hp, &cause, err,
 				  sizeof(err));
 	if (ret) {
 		bool maybe_loading = ret == -ENOENT && (strcmp(cause, "FILE_NOT_FOUND") == 0 ||
 							strcmp(cause, "METHOD_NOT_FOUND") == 0);
 
-		hooked_probe_detach(&p->ap, pm->engine, in->probe_id, &in->hp);
+		hooked_probe_detach(p->ap, pm->engine, in->probe_id, &in->hp);
 		hooked_probe_free(&in->hp);
 		if (maybe_loading && retry_later(in, err))
 			return;
@@ -522,7 +541,7 @@ static void check_max_hits(struct probe_manager *pm, struct instance *in)
 		if (probe_engine_stats(pm->engine, in->hp.slot, &st) ||
 		    st.emitted < in->hp.cfg.max_hits)
 			return;
-		attach_set_gate(&in->proc->ap, in->hp.slot, true, UINT64_MAX);
+		attach_set_gate(in->proc->ap, in->hp.slot, true, UINT64_MAX);
 		in->drain_until_ns = monotonic_ns() + DRAIN_NS;
 		return;
 	}
@@ -549,19 +568,23 @@ static void proc_drop(struct probe_manager *pm, size_t index, bool alive)
 {
 	struct proc_entry *p = pm->procs[index];
 
-	for (size_t i = 0; i < pm->ninsts; i++) {
+	/* Only an opened process has instances (see matches()). */
+	for (size_t i = 0; p->ap && i < pm->ninsts; i++) {
 		if (pm->insts[i]->proc != p)
 			continue;
 		inst_free(pm, pm->insts[i], alive);
 		vec_remove((void **)pm->insts, &pm->ninsts, i--);
 	}
-	if (p->state == PROC_OPEN || p->state == PROC_UNSUPPORTED)
-		attach_close(&p->ap, pm->engine);
+	if (p->ap)
+		attach_close(p->ap, pm->engine);
 	json_decref(p->attrs);
 	json_decref(p->hooks);
+	/* Only an opened process can match a configuration. */
+	if (p->ap)
+		pm->dirty = true;
+	free(p->ap);
 	free(p);
 	vec_remove((void **)pm->procs, &pm->nprocs, index);
-	pm->dirty = true;
 }
 
 void pm_process_event(struct probe_manager *pm, pid_t pid, enum discovery_event ev)
@@ -597,6 +620,8 @@ void pm_process_event(struct probe_manager *pm, pid_t pid, enum discovery_event 
 	p->check_at_ns = monotonic_ns() + (ev == DISCOVERY_NEW ? 0 : FIRST_LOOK_NS);
 	if (VEC_PUSH(pm, procs, p))
 		free(p);
+	else
+		due_at(&pm->procs_due_ns, p->check_at_ns);
 }
 
 static const char *api_environment(const struct proc_entry *p)
@@ -633,17 +658,23 @@ static void look_at(struct probe_manager *pm, struct proc_entry *p)
 		p->state = PROC_IGNORED;
 		return;
 	}
-	ret = attach_open(&p->ap, p->pid, pm->engine, err, sizeof(err));
+	p->ap = calloc(1, sizeof(*p->ap));
+	ret = p->ap ? attach_open(p->ap, p->pid, pm->engine, err, sizeof(err)) : -ENOMEM;
 	if (ret == -EMEDIUMTYPE) {
 		p->state = PROC_UNSUPPORTED;
 		snprintf(p->unsupported, sizeof(p->unsupported), "%s", err);
-	} else if (ret == -ENOEXEC || ret == -ESRCH) {
-		attach_close(&p->ap, pm->engine);
-		p->state = PROC_IGNORED;
-		return;
 	} else if (ret) {
+		if (p->ap)
+			attach_close(p->ap, pm->engine);
+		free(p->ap);
+		p->ap = NULL;
+		if (ret == -ENOEXEC || ret == -ESRCH) {
+			p->state = PROC_IGNORED;
+			return;
+		}
+		if (ret == -ENOMEM)
+			snprintf(err, sizeof(err), "out of memory");
 		/* Maybe still starting up: look again, a few times. */
-		attach_close(&p->ap, pm->engine);
 		if (++p->looks < LOOK_RETRIES) {
 			p->check_at_ns = monotonic_ns() + (NS_PER_S << (p->looks - 1));
 			return;
@@ -654,7 +685,7 @@ static void look_at(struct probe_manager *pm, struct proc_entry *p)
 	} else {
 		p->state = PROC_OPEN;
 	}
-	p->id = p->ap.pp.identity;
+	p->id = p->ap->pp.identity;
 	p->attrs = json_object();
 	resource_attr_foreach(p->id.resource_attrs, add_attr, p->attrs);
 	if (p->id.service_name[0])
@@ -663,7 +694,7 @@ static void look_at(struct probe_manager *pm, struct proc_entry *p)
 		json_object_set_new(p->attrs, "deployment.environment.name",
 				    json_string(p->id.environment));
 	fprintf(stderr, "pydi agent: pid %d: CPython %d.%d.%d, service \"%s\" environment \"%s\"%s%s\n",
-		p->pid, p->ap.pp.version.major, p->ap.pp.version.minor, p->ap.pp.version.micro,
+		p->pid, p->ap->pp.version.major, p->ap->pp.version.minor, p->ap->pp.version.micro,
 		p->id.service_name,
 		p->id.environment, p->state == PROC_UNSUPPORTED ? ": " : "",
 		p->state == PROC_UNSUPPORTED ? p->unsupported : "");
@@ -867,9 +898,9 @@ int pm_del_config(struct probe_manager *pm, const char *id)
  */
 static void check_lease_lapsed(struct probe_manager *pm, struct proc_entry *p)
 {
-	if (p->ap.hc.state.lease_expiries == p->lease_expiries)
+	if (p->ap->hc.state.lease_expiries == p->lease_expiries)
 		return;
-	p->lease_expiries = p->ap.hc.state.lease_expiries;
+	p->lease_expiries = p->ap->hc.state.lease_expiries;
 	fprintf(stderr, "pydi agent: pid %d: the lease lapsed (the agent stood still for "
 		"more than %llu ms) and the helper reverted its hooks: hooking again\n",
 		p->pid, (unsigned long long)pm->o.lease_ms);
@@ -885,30 +916,40 @@ static void check_lease_lapsed(struct probe_manager *pm, struct proc_entry *p)
 		in->retry_at_ns = 0;
 		in->drain_until_ns = 0;
 	}
+	due_at(&pm->insts_due_ns, 0);
 }
 
 static void every_second(struct probe_manager *pm)
 {
+	bool follow = false;
+
 	for (size_t i = 0; i < pm->nprocs; i++) {
 		struct proc_entry *p = pm->procs[i];
 
-		/* A backstop for exit events the ring buffer lost (an opened
-		 * process by its pidfd: its pid may already name another). */
-		if ((p->state == PROC_OPEN || p->state == PROC_UNSUPPORTED) ?
-		    !attach_alive(&p->ap) : kill(p->pid, 0) && errno == ESRCH) {
+		if (!p->ap)
+			continue;	/* not opened: see forget_exited() */
+		/* A backstop for exit events the ring buffer lost (by its
+		 * pidfd: its pid may already name another process). */
+		if (!attach_alive(p->ap)) {
 			proc_drop(pm, i--, false);
 			continue;
 		}
 		if (!p->injected)
 			continue;
-		attach_renew_lease(&p->ap, pm->o.lease_ms);
-		if (helper_read_state(&p->ap.hc))
+		attach_renew_lease(p->ap, pm->o.lease_ms);
+		if (helper_read_state(&p->ap->hc))
 			continue;
 		check_lease_lapsed(pm, p);
 		/* 3.11 code ids move only when some pydi hooks or unhooks: ask
 		 * the helper for them only after it has run a command. */
-		p->follow_codes = p->ap.hc.state.commands_run != p->commands_seen;
+		p->follow_codes = p->ap->hc.state.commands_run != p->commands_seen;
+		follow |= p->follow_codes;
 	}
+	/* Only a READY instance (its first hit may have been gated) or one
+	 * with calls in flight needs a look each second (see pm_tick). */
+	if (!follow && !pm->watch_insts)
+		return;
+	pm->watch_insts = false;
 	for (size_t i = 0; i < pm->ninsts; i++) {
 		struct instance *in = pm->insts[i];
 		struct pydi_gate gate;
@@ -918,46 +959,73 @@ static void every_second(struct probe_manager *pm)
 		if (in->proc->follow_codes && in->hp.rekey) {
 			/* One "hooks" command per process and pass, not per probe. */
 			if (!in->proc->hooks)
-				in->proc->hooks = attach_hooks(&in->proc->ap);
-			hooked_probe_follow_hooks(&in->proc->ap, pm->engine, in->probe_id,
+				in->proc->hooks = attach_hooks(in->proc->ap);
+			hooked_probe_follow_hooks(in->proc->ap, pm->engine, in->probe_id,
 						  &in->hp, in->proc->hooks);
 		}
 		/* A hit the gate kept from BPF is a hit too. */
 		if (in->status == IS_READY &&
-		    attach_read_gate(&in->proc->ap, in->hp.slot, &gate) == 0 && gate.hits)
+		    attach_read_gate(in->proc->ap, in->hp.slot, &gate) == 0 && gate.hits)
 			set_status(pm, in, IS_ACTIVE, NULL, NULL);
 		call_pairs_evict(&in->pairs, false, emit_pair, in);
+		if (in->status == IS_READY || !call_pairs_empty(&in->pairs))
+			pm->watch_insts = true;
 	}
 	/* Our own "hooks" commands count too: what we have seen is now. */
 	for (size_t i = 0; i < pm->nprocs; i++) {
 		struct proc_entry *p = pm->procs[i];
 
-		if (p->follow_codes && helper_read_state(&p->ap.hc) == 0)
-			p->commands_seen = p->ap.hc.state.commands_run;
+		if (!p->ap)
+			continue;
+		if (p->follow_codes && helper_read_state(&p->ap->hc) == 0)
+			p->commands_seen = p->ap->hc.state.commands_run;
 		p->follow_codes = false;
 		json_decref(p->hooks);
 		p->hooks = NULL;
 	}
 }
 
-void pm_tick(struct probe_manager *pm)
+/* A backstop for exit events the ring buffer lost, for the processes not
+ * opened (nothing of ours is in them: no hurry). */
+static void forget_exited(struct probe_manager *pm)
 {
-	uint64_t now = monotonic_ns();
-	/* Looking at processes and injecting are the slow part: a burst of new
-	 * processes is spread over ticks so that captures, the control socket
-	 * and signals are served in between. */
-	uint64_t budget_end = now + WORK_BUDGET_NS;
-
-	for (size_t i = 0; i < pm->nprocs && monotonic_ns() < budget_end; i++) {
+	for (size_t i = 0; i < pm->nprocs; i++) {
 		struct proc_entry *p = pm->procs[i];
 
-		if (p->state == PROC_CANDIDATE && now >= p->check_at_ns)
-			look_at(pm, p);
+		if (!p->ap && kill(p->pid, 0) && errno == ESRCH)
+			proc_drop(pm, i--, false);
 	}
-	if (pm->dirty)
-		reconcile(pm);
+}
+
+/* The next time a look at a candidate process is due (now: out of budget). */
+static uint64_t walk_procs(struct probe_manager *pm, uint64_t now, uint64_t budget_end)
+{
+	uint64_t next = UINT64_MAX;
+
+	for (size_t i = 0; i < pm->nprocs; i++) {
+		struct proc_entry *p = pm->procs[i];
+
+		if (p->state != PROC_CANDIDATE)
+			continue;
+		if (monotonic_ns() >= budget_end)
+			return now;
+		if (now >= p->check_at_ns)
+			look_at(pm, p);
+		if (p->state == PROC_CANDIDATE && p->check_at_ns < next)
+			next = p->check_at_ns;
+	}
+	return next;
+}
+
+/* The next time an instance needs the walk: a retry, a drain, an expiry. */
+static uint64_t walk_insts(struct probe_manager *pm, uint64_t now, uint64_t budget_end)
+{
+	uint64_t next = UINT64_MAX;
+
 	for (size_t i = 0; i < pm->ninsts; i++) {
 		struct instance *in = pm->insts[i];
+		int64_t left_ms;
+		uint64_t at;
 
 		if (in->status == IS_PENDING && monotonic_ns() >= in->retry_at_ns &&
 		    monotonic_ns() < budget_end)
@@ -967,10 +1035,56 @@ void pm_tick(struct probe_manager *pm)
 			set_status(pm, in, IS_DISABLED, NULL, "expired (ExpiresAt)");
 		}
 		check_max_hits(pm, in);
+		if (in->status == IS_PENDING && in->retry_at_ns < next)
+			next = in->retry_at_ns;
+		if (in->drain_until_ns)
+			next = now;		/* the ends of its calls may come any time */
+		if (in->has_slot && in->cfg->pc.kind == PROBE_KIND_BREAKPOINT &&
+		    in->cfg->pc.expires_at_ms) {
+			left_ms = in->cfg->pc.expires_at_ms - wall_ms();
+			at = now + (uint64_t)(left_ms > 0 ? left_ms : 0) * NS_PER_MS;
+			if (at < next)
+				next = at;
+		}
+	}
+	return next;
+}
+
+/*
+ * Walking the entries touches a page or so per entry, and after the agent's
+ * sleep that costs microseconds each (cold caches and TLB, worse in a VM):
+ * walked every tick, they were most of an idle agent's CPU. So each walk
+ * runs when something in it is due (a candidate's look; a retry, a drain,
+ * an expiry, a capture of a MaxHits probe), and every few seconds as a
+ * backstop; every_second() looks at the instances only while one needs it.
+ */
+void pm_tick(struct probe_manager *pm)
+{
+	uint64_t now = monotonic_ns();
+	/* Looking at processes and injecting are the slow part: a burst of new
+	 * processes is spread over ticks so that captures, the control socket
+	 * and signals are served in between. */
+	uint64_t budget_end = now + WORK_BUDGET_NS;
+
+	if (now >= pm->procs_due_ns) {
+		pm->procs_due_ns = now + WALK_BACKSTOP_NS;
+		due_at(&pm->procs_due_ns, walk_procs(pm, now, budget_end));
+	}
+	if (pm->dirty) {
+		reconcile(pm);
+		pm->insts_due_ns = 0;	/* new instances are PENDING */
+	}
+	if (now >= pm->insts_due_ns) {
+		pm->insts_due_ns = now + WALK_BACKSTOP_NS;
+		due_at(&pm->insts_due_ns, walk_insts(pm, now, budget_end));
 	}
 	if (now - pm->last_second_ns >= SECOND_NS) {
 		pm->last_second_ns = now;
 		every_second(pm);
+	}
+	if (now - pm->last_gc_ns >= GC_EVERY_NS) {
+		pm->last_gc_ns = now;
+		forget_exited(pm);
 	}
 	if (pm->o.sweep_s && now - pm->last_sweep_ns >= pm->o.sweep_s * NS_PER_S) {
 		/* The sweep re-sends every status (ACTIVE as a heartbeat); it never
@@ -979,6 +1093,16 @@ void pm_tick(struct probe_manager *pm)
 		for (size_t i = 0; i < pm->ninsts; i++)
 			report(pm, pm->insts[i]);
 	}
+}
+
+/* When pm_tick() next has work (every_second() included), monotonic ns. */
+uint64_t pm_next_due_ns(const struct probe_manager *pm)
+{
+	uint64_t next = pm->last_second_ns + SECOND_NS;
+
+	due_at(&next, pm->procs_due_ns);
+	due_at(&next, pm->insts_due_ns);
+	return pm->dirty ? 0 : next;
 }
 
 int pm_engine_fd(struct probe_manager *pm)

@@ -58,6 +58,8 @@ void pm_process_event(struct probe_manager *pm, pid_t pid,
 /* Periodic work (call every ~100 ms): new processes, attaches due, MaxHits,
  * expiry, leases, 3.11 re-keying, status sweeps. */
 void pm_tick(struct probe_manager *pm);
+/* When pm_tick() next has work to do (monotonic ns; 0: now). */
+uint64_t pm_next_due_ns(const struct probe_manager *pm);
 
 /* Every probe with its per-process status and counters (probe list -j). */
 json_t *pm_list(struct probe_manager *pm);
