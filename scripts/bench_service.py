@@ -7,8 +7,7 @@ GET /items/{item_id}?q=... is the request path wrk drives; its handler
 called by a request: the "not on the request path" configuration probes it.
 Prints "port N" once uvicorn accepts connections; no access log (a log line
 per request would dominate what is measured). With BENCH_IDLE_THREAD=1 it
-starts one thread that only sleeps, as the helper's control thread does;
-POST /_bench/idle-thread starts one later.
+starts one thread that only sleeps, as the helper's control thread does.
 """
 import os
 import sys
@@ -29,13 +28,6 @@ def price(item_id):
 def off_path(x, y, z):
     """Never called by a request."""
     return x + y + z
-
-
-@app.post("/_bench/idle-thread")
-async def start_idle_thread():
-    """Start one thread that only sleeps (item 1's within-process A/B)."""
-    threading.Thread(target=time.sleep, args=(1e9,), daemon=True).start()
-    return {"threads": threading.active_count()}
 
 
 @app.get("/items/{item_id}")
