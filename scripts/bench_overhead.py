@@ -149,7 +149,7 @@ def one_run(ctx, key, warm_s, measure_s):
 # the noise floor.
 BRACKET_KEYS = ["none", "b", "c", "d", "e"]
 BRACKET_MEASURE_S = 4
-BRACKET_ROUNDS_PER_RUN = 2  # a window's noise is ±4 %; the targets ask about 1 %
+BRACKET_ROUNDS_PER_RUN = 4  # a window's noise is ±4 %; the targets ask about 1 %
 
 
 def bracket_run(ctx, round_no, warm_s):
