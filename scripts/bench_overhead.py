@@ -218,6 +218,19 @@ def judged(key, ratios):
                      for what, rs in zip((f"≥ {t}: throughput", "p99"), ratios))
 
 
+# Measured by hand (2026-11-26); kept as text: it answers the earlier finding.
+EARLIER_FINDING = (
+    "An earlier run of this section (5 rounds, one window before and one after) put "
+    "(b) at +4 % CPU per request and traced it to the agent's uprobe links. It did not "
+    "hold up under paired windows in one process (window without, the change, window "
+    "with, undone; 8 pairs of 3 s, median CPU per request with / without): the agent "
+    "attached as in (b) 1.001 and 1.006 (this tree's agent), 0.992 and 1.015 (the agent of "
+    "`e9e3005`, before the idle fixes of item 5); a no-op BPF uprobe on an uncalled "
+    "function of the interpreter, attached by a 20-line libbpf loader with no pydi "
+    "involved, 1.005 bound to the service's pid and 1.000 for any pid; nothing at all "
+    "0.995. A registered uprobe that never fires costs nothing measurable here.")
+
+
 def inproc_report(inproc):
     names = dict(CONFIGS, none="nothing set up (the noise floor: the drift between windows)")
     lines = [
@@ -245,7 +258,7 @@ def inproc_report(inproc):
             f"**{median(pr):.3f}** | {spread(pr, lambda v: f'{v:.3f}')} | "
             f"**{median(cr):.3f}** | {spread(cr, lambda v: f'{v:.3f}')} | "
             f"{judged(key, (tr, pr)) if key != 'none' else ''} |")
-    return lines
+    return lines + ["", EARLIER_FINDING]
 
 
 def report(ctx, results, started, load_start, warm_s, measure_s, inproc):
