@@ -218,7 +218,7 @@ def judged(key, ratios):
                      for what, rs in zip((f"≥ {t}: throughput", "p99"), ratios))
 
 
-# Measured by hand (2026-11-26); kept as text: it answers the earlier finding.
+# Measured by hand (2026-11-26); kept as text: what is known of (b)'s cost.
 EARLIER_FINDING = (
     "An earlier run of this section (5 rounds, one window before and one after) put "
     "(b) at +4 % CPU per request and traced it to the agent's uprobe links. It did not "
@@ -228,7 +228,18 @@ EARLIER_FINDING = (
     "`e9e3005`, before the idle fixes of item 5); a no-op BPF uprobe on an uncalled "
     "function of the interpreter, attached by a 20-line libbpf loader with no pydi "
     "involved, 1.005 bound to the service's pid and 1.000 for any pid; nothing at all "
-    "0.995. A registered uprobe that never fires costs nothing measurable here.")
+    "0.995. A registered uprobe that never fires costs nothing measurable here. What "
+    "the rows that touch the process share is the resident helper (row i, 0.94–0.97 "
+    "across processes in three runs): one service, five 2 s windows, then `pydi inject`, "
+    "then six more, CPU per request after / before (median windows), five rounds: 1.007, "
+    "1.021, 1.028, 1.019, 0.968. Loading the same helper from inside the service (an "
+    "endpoint calling `ExtensionFileLoader` and `_start()`, no ptrace): 0.977, 1.025, "
+    "1.012, 1.010; starting an idle `threading.Thread` the same way: 1.005, 0.999, 1.028; "
+    "nothing: 0.973, 1.002, 0.970. So the helper's lasting cost, if real, looks like what "
+    "any second thread costs this single-threaded service (row t), not the injection; yet "
+    "a Python loop of 1 KiB `bytearray`s and 40-key dicts runs no slower with an idle "
+    "thread (0.985–0.992 after / before, glibc's single-thread malloc fast paths are not "
+    "it). The cause is open; these windows' noise (±3 %) is the size of the effect.")
 
 
 def inproc_report(inproc):
