@@ -24,6 +24,7 @@
 #define WORK_BUDGET_NS		(50 * NS_PER_MS)	/* slow work per tick */
 #define WALK_BACKSTOP_NS	(10 * NS_PER_S)
 #define GC_EVERY_NS		(10 * NS_PER_S)
+#define MAX_HITS_CHECK_NS	(100 * NS_PER_MS)
 #define DRAIN_NS		(2 * NS_PER_S)
 #define AGENT_PROBE_PREFIX	"agent/"
 #define FAILED_MEMORY_MAX	4096
@@ -114,6 +115,7 @@ struct probe_manager {
 	bool dirty;			/* configs or processes changed: reconcile */
 	uint64_t procs_due_ns;		/* a candidate's look is due: walk them */
 	uint64_t insts_due_ns;		/* a retry, drain, expiry, MaxHits check */
+	uint64_t insts_walked_ns;
 	uint64_t last_gc_ns;
 	bool watch_insts;		/* some instance READY or with calls in flight */
 	uint64_t last_second_ns;
@@ -285,7 +287,8 @@ static int on_capture(void *ctx, const struct pyprobe_capture *cap, size_t size)
 	if (in->status == IS_READY)
 		set_status(pm, in, IS_ACTIVE, NULL, NULL);
 	if (in->hp.cfg.max_hits)
-		due_at(&pm->insts_due_ns, 0);	/* check_max_hits() */
+		/* check_max_hits(), at most once a tick however fast they come */
+		due_at(&pm->insts_due_ns, pm->insts_walked_ns + MAX_HITS_CHECK_NS);
 	pm->watch_insts = true;		/* its call's end may never come */
 	call_pairs_add(&in->pairs, in->hp.cfg.pairs_return, cap, size, emit_pair, in);
 	if (!in->drain_until_ns)
@@ -1075,6 +1078,7 @@ void pm_tick(struct probe_manager *pm)
 		pm->insts_due_ns = 0;	/* new instances are PENDING */
 	}
 	if (now >= pm->insts_due_ns) {
+		pm->insts_walked_ns = now;
 		pm->insts_due_ns = now + WALK_BACKSTOP_NS;
 		due_at(&pm->insts_due_ns, walk_insts(pm, now, budget_end));
 	}
