@@ -230,16 +230,16 @@ EARLIER_FINDING = (
     "involved, 1.005 bound to the service's pid and 1.000 for any pid; nothing at all "
     "0.995. A registered uprobe that never fires costs nothing measurable here. What "
     "the rows that touch the process share is the resident helper (row i, 0.94–0.97 "
-    "across processes in three runs): one service, five 2 s windows, then `pydi inject`, "
-    "then six more, CPU per request after / before (median windows), five rounds: 1.007, "
-    "1.021, 1.028, 1.019, 0.968. Loading the same helper from inside the service (an "
-    "endpoint calling `ExtensionFileLoader` and `_start()`, no ptrace): 0.977, 1.025, "
-    "1.012, 1.010; starting an idle `threading.Thread` the same way: 1.005, 0.999, 1.028; "
-    "nothing: 0.973, 1.002, 0.970. So the helper's lasting cost, if real, looks like what "
-    "any second thread costs this single-threaded service (row t), not the injection; yet "
-    "a Python loop of 1 KiB `bytearray`s and 40-key dicts runs no slower with an idle "
-    "thread (0.985–0.992 after / before, glibc's single-thread malloc fast paths are not "
-    "it). The cause is open; these windows' noise (±3 %) is the size of the effect.")
+    "across processes in three runs). One service, five 2 s windows, a change, six more; "
+    "CPU per request after / before (median windows), per round: `pydi inject` 1.007, "
+    "1.021, 1.028, 1.019, 0.968 (median 1.019); the same helper loaded from inside the "
+    "service (an endpoint calling `ExtensionFileLoader` and `_start()`, no ptrace) 0.977, "
+    "1.025, 1.012, 1.010, 1.037, 1.005, 1.002, 1.019, 1.041, 1.016 (1.014); an idle "
+    "`threading.Thread` started 1.005, 0.999, 1.028, 1.012, 1.006, 0.951, 1.044, 0.981, "
+    "0.970 (1.005); nothing 0.973, 1.002, 0.970, 1.036, 1.040, 1.024, 1.000, 0.983, 1.048 "
+    "(1.002). So a resident helper may cost 1–2 % of this single-threaded service's CPU "
+    "(not the ptrace injection, not the mere second thread), about (b)'s shortfall; "
+    "a single window's noise (±3 %) is larger than the effect, and its cause is open.")
 
 
 def inproc_report(inproc):
