@@ -12,6 +12,7 @@
 
 #include "config_dir.h"
 #include "errbuf.h"
+#include "fnv1a.h"
 
 struct config_dir {
 	char *path;
@@ -165,20 +166,11 @@ static bool is_config_name(const char *name)
 	return name[0] != '.' && n >= 6 && strcmp(name + n - 5, ".json") == 0;
 }
 
-static uint64_t fnv1a(uint64_t h, const void *data, size_t len)
-{
-	const unsigned char *p = data;
-
-	for (size_t i = 0; i < len; i++)
-		h = (h ^ p[i]) * 0x100000001b3ull;
-	return h;
-}
-
 /* What the files are (names, and what their symlinks lead to), not what
  * they say: a rewrite changes the inode, the size or the mtime. */
 static uint64_t dir_signature(const char *path)
 {
-	uint64_t h = 0xcbf29ce484222325ull;
+	uint64_t h = FNV1A_INIT;
 	DIR *dir = opendir(path);
 	struct dirent *de;
 	struct stat st;

@@ -16,6 +16,7 @@
 #include <strings.h>
 
 #include "errbuf.h"
+#include "fnv1a.h"
 #include "probe_config.h"
 
 /* ADOT's capture limits: default, minimum, maximum (CaptureConfig). */
@@ -619,14 +620,11 @@ static int parse_attribute_filters(const json_t *v, json_t **out)
 static int fingerprint(const json_t *cfg, char out[17])
 {
 	char *text = json_dumps(cfg, JSON_SORT_KEYS | JSON_COMPACT);
-	uint64_t h = 0xcbf29ce484222325ULL;
+	uint64_t h;
 
 	if (!text)
 		return -ENOMEM;
-	for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
-		h ^= *p;
-		h *= 0x100000001b3ULL;
-	}
+	h = fnv1a(FNV1A_INIT, text, strlen(text));
 	free(text);
 	snprintf(out, 17, "%016llx", (unsigned long long)h);
 	return 0;
