@@ -320,13 +320,13 @@ static void run(struct agent *a)
 		uint64_t due = pm_next_due_ns(a->pm) / 1000000;
 		int n;
 
-		due = next_rescan < due ? next_rescan : due;
+		due_at(&due, next_rescan);
 		if (a->dir)
-			due = dir_backstop < due ? dir_backstop : due;
+			due_at(&due, dir_backstop);
 		if (dir_due)
-			due = dir_due < due ? dir_due : due;
+			due_at(&due, dir_due);
 		if (a->metrics)
-			due = next_metrics < due ? next_metrics : due;
+			due_at(&due, next_metrics);
 		n = epoll_wait(a->epoll_fd, evs, 16, sleep_ms(monotonic_ms(), due));
 
 		for (int i = 0; i < n; i++) {

@@ -19,4 +19,11 @@ static inline uint64_t monotonic_ms(void)
 	return monotonic_ns() / 1000000;
 }
 
+/* A timer: keep the earlier of *due and t. */
+static inline void due_at(uint64_t *due, uint64_t t)
+{
+	if (t < *due)
+		*due = t;
+}
+
 #endif /* PYDI_CLOCK_H */

@@ -236,13 +236,6 @@ static int alloc_slot(struct probe_manager *pm, struct instance *in, uint32_t *s
 	return -ENOSPC;
 }
 
-/* Something in the entries needs the tick's walk at t (see pm_tick). */
-static void due_at(uint64_t *due, uint64_t t)
-{
-	if (t < *due)
-		*due = t;
-}
-
 /* --- snapshots ------------------------------------------------------------ */
 
 static void emit(struct probe_manager *pm, struct instance *in,
@@ -465,10 +458,17 @@ static void clean_stale_hooks(struct probe_manager *pm, struct proc_entry *p)
 	json_decref(reply);
 }
 
+/* Milliseconds until the configuration's ExpiresAt, INT64_MAX if never. */
+static int64_t ms_to_expiry(const struct cfg_entry *c)
+{
+	if (c->pc.kind != PROBE_KIND_BREAKPOINT || !c->pc.expires_at_ms)
+		return INT64_MAX;
+	return c->pc.expires_at_ms - wall_ms();
+}
+
 static bool expired(const struct cfg_entry *c)
 {
-	return c->pc.kind == PROBE_KIND_BREAKPOINT && c->pc.expires_at_ms &&
-	       wall_ms() >= c->pc.expires_at_ms;
+	return ms_to_expiry(c) <= 0;
 }
 
 static void try_attach(struct probe_manager *pm, struct instance *in)
@@ -1014,8 +1014,8 @@ static uint64_t walk_procs(struct probe_manager *pm, uint64_t now, uint64_t budg
 			return now;
 		if (now >= p->check_at_ns)
 			look_at(pm, p);
-		if (p->state == PROC_CANDIDATE && p->check_at_ns < next)
-			next = p->check_at_ns;
+		if (p->state == PROC_CANDIDATE)
+			due_at(&next, p->check_at_ns);
 	}
 	return next;
 }
@@ -1028,7 +1028,6 @@ static uint64_t walk_insts(struct probe_manager *pm, uint64_t now, uint64_t budg
 	for (size_t i = 0; i < pm->ninsts; i++) {
 		struct instance *in = pm->insts[i];
 		int64_t left_ms;
-		uint64_t at;
 
 		if (in->status == IS_PENDING && monotonic_ns() >= in->retry_at_ns &&
 		    monotonic_ns() < budget_end)
@@ -1038,17 +1037,12 @@ static uint64_t walk_insts(struct probe_manager *pm, uint64_t now, uint64_t budg
 			set_status(pm, in, IS_DISABLED, NULL, "expired (ExpiresAt)");
 		}
 		check_max_hits(pm, in);
-		if (in->status == IS_PENDING && in->retry_at_ns < next)
-			next = in->retry_at_ns;
+		if (in->status == IS_PENDING)
+			due_at(&next, in->retry_at_ns);
 		if (in->drain_until_ns)
-			next = now;		/* the ends of its calls may come any time */
-		if (in->has_slot && in->cfg->pc.kind == PROBE_KIND_BREAKPOINT &&
-		    in->cfg->pc.expires_at_ms) {
-			left_ms = in->cfg->pc.expires_at_ms - wall_ms();
-			at = now + (uint64_t)(left_ms > 0 ? left_ms : 0) * NS_PER_MS;
-			if (at < next)
-				next = at;
-		}
+			due_at(&next, now);	/* the ends of its calls may come any time */
+		if (in->has_slot && (left_ms = ms_to_expiry(in->cfg)) != INT64_MAX)
+			due_at(&next, now + (uint64_t)(left_ms > 0 ? left_ms : 0) * NS_PER_MS);
 	}
 	return next;
 }

@@ -55,8 +55,9 @@ int pm_del_config(struct probe_manager *pm, const char *id);
 void pm_process_event(struct probe_manager *pm, pid_t pid,
 		      enum discovery_event ev);
 
-/* Periodic work (call every ~100 ms): new processes, attaches due, MaxHits,
- * expiry, leases, 3.11 re-keying, status sweeps. */
+/* Periodic work: call it after every wakeup, and no later than
+ * pm_next_due_ns(). New processes, attaches due, MaxHits, expiry, leases,
+ * 3.11 re-keying, status sweeps. */
 void pm_tick(struct probe_manager *pm);
 /* When pm_tick() next has work to do (monotonic ns; 0: now). */
 uint64_t pm_next_due_ns(const struct probe_manager *pm);
