@@ -3,7 +3,9 @@ scripts/bench_service.py), without pydi and with pydi in four ways; requests/s
 and p99 latency as ratios against "no pydi" in the same round."""
 import os
 import re
+import signal
 import subprocess
+import time
 
 from bench_common import (Agent, Trace, cpu_ns, fmt_ms, header, loadavg, log, median, now_utc,
                           probe_config, spread, stop_process, free_port, SCRIPTS)
@@ -144,43 +146,90 @@ def one_run(ctx, key, warm_s, measure_s):
     return {**res, "counters": counters}
 
 
-# Within one process: each row's window between two windows without pydi
-# attached, in an order that rotates per round; "none" (nothing set up) is
-# the noise floor.
-BRACKET_KEYS = ["none", "b", "c", "d", "e"]
-BRACKET_MEASURE_S = 4
-BRACKET_ROUNDS_PER_RUN = 4  # a window's noise is ±4 %; the targets ask about 1 %
+# Within one process. The helper is never unloaded, so (b) is a step, not a
+# row that can be bracketed: a fresh service, windows before, the step, windows
+# after. Rounds whose step is nothing give the drift of a service left alone;
+# rounds whose step starts an idle thread (no pydi) give what a second thread
+# costs. In (b)'s rounds, c, d and e then each get set up and undone between
+# windows of the same service, the helper resident: their cost over (b).
+STEP_KEYS = ["none", "t", "b"]
+ON_HELPER_KEYS = ["c", "d", "e"]
+WINDOW_S = 3
+STEP_WINDOWS = 4       # per side of a step; one window's noise is ±3 %
+ON_HELPER_WINDOWS = 2  # per side of c, d, e
+CYCLES_PER_RUN = 3     # each cycle is one round of each step
 
 
-def bracket_run(ctx, round_no, warm_s):
-    """One fresh service: a window without pydi, then for each row in turn
-    pydi set up, a window, pydi undone, a window without it. A row's ratios
-    are against the mean of the windows either side of it (a linear drift
-    cancels). From the first row on, the helper stays resident (it is never
-    unloaded): the windows without pydi are a service pydi has attached to
-    before, with nothing attached now."""
+def windows(port, pid, n):
+    ws = [measure(port, pid, WINDOW_S) for _ in range(n)]
+    return {m: sum(w[m] for w in ws) / n for m in ("rps", "p99", "cpu_us")}
+
+
+def better_ratio(x, base):
+    """x against base, each metric oriented so that ≥ 1 is better."""
+    return {"rps": x["rps"] / base["rps"], "p99": base["p99"] / x["p99"],
+            "cpu_us": base["cpu_us"] / x["cpu_us"]}
+
+
+def thread_count(pid):
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def start_thread(pid):
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while thread_count(pid) < 2:
+        if time.monotonic() > deadline:
+            raise RuntimeError("item 1 (t): SIGUSR1 started no thread in the service")
+        time.sleep(0.05)
+
+
+def on_helper(ctx, port, pid, shift):
+    """c, d, e in turn on a service whose helper is resident, each between
+    windows without it; ratios against the mean of the two."""
+    out = {}
+    wrk(port, 1)
+    base = windows(port, pid, ON_HELPER_WINDOWS)
+    for key in ON_HELPER_KEYS[shift:] + ON_HELPER_KEYS[:shift]:
+        attached = Attached(ctx, key, pid, "item1-in")
+        try:
+            wrk(port, 1)
+            during = windows(port, pid, ON_HELPER_WINDOWS)
+        finally:
+            attached.close()
+        wrk(port, 1)
+        after = windows(port, pid, ON_HELPER_WINDOWS)
+        out[key] = better_ratio(during, {m: (base[m] + after[m]) / 2 for m in base})
+        base = after
+    return out
+
+
+def step_round(ctx, key, cycle, warm_s):
+    """One fresh service: windows before, the step `key`, windows after."""
     port = free_port()
     svc = start_service(ctx, port)
-    shift = round_no % len(BRACKET_KEYS)
-    out = {}
+    attached = None
     try:
         pid = svc.pid
+        if thread_count(pid) != 1:
+            raise RuntimeError(f"item 1: the service runs {thread_count(pid)} threads, not 1")
         wrk(port, warm_s)
-        before = measure(port, pid, BRACKET_MEASURE_S)
-        for key in BRACKET_KEYS[shift:] + BRACKET_KEYS[:shift]:
-            attached = Attached(ctx, key, pid, "item1-in") if key != "none" else None
-            try:
-                wrk(port, 1)
-                during = measure(port, pid, BRACKET_MEASURE_S)
-            finally:
-                if attached:
-                    attached.close()
-            wrk(port, 1)
-            after = measure(port, pid, BRACKET_MEASURE_S)
-            out[key] = {m: during[m] / ((before[m] + after[m]) / 2)
-                        for m in ("rps", "p99", "cpu_us")}
-            before = after
+        before = windows(port, pid, STEP_WINDOWS)
+        if key == "t":
+            start_thread(pid)
+        elif key == "b":
+            attached = Attached(ctx, key, pid, "item1-in")
+        if key != "none" and thread_count(pid) != 2:
+            raise RuntimeError(f"item 1 ({key}): {thread_count(pid)} threads, not 2")
+        wrk(port, 1)
+        out = {key: better_ratio(windows(port, pid, STEP_WINDOWS), before)}
+        if attached:
+            attached.close()
+            attached = None
+            out.update(on_helper(ctx, port, pid, cycle % len(ON_HELPER_KEYS)))
     finally:
+        if attached:
+            attached.close()
         stop_process(svc, timeout=10)
     return out
 
@@ -196,87 +245,95 @@ def run(ctx):
             log(f"item 1 round {r + 1}/{ctx.runs} ({key}): {res['rps']:.0f} req/s, "
                 f"p99 {res['p99']:.2f} ms, {res['cpu_us']:.1f} µs CPU/request "
                 f"{res['counters'] or ''}")
-    inproc = {k: [] for k in BRACKET_KEYS}
-    for r in range(ctx.runs * BRACKET_ROUNDS_PER_RUN):
-        res = bracket_run(ctx, r, warm_s)
-        for key, ratios in res.items():
-            inproc[key].append(ratios)
-        log(f"item 1 within-process round {r + 1}/{ctx.runs * BRACKET_ROUNDS_PER_RUN}: " + ", ".join(
-            f"{k} throughput {v['rps']:.3f} CPU {v['cpu_us']:.3f}" for k, v in res.items()))
+    inproc = {k: [] for k in STEP_KEYS + ON_HELPER_KEYS}
+    cycles = ctx.runs * CYCLES_PER_RUN
+    for c in range(cycles):
+        shift = c % len(STEP_KEYS)
+        for key in STEP_KEYS[shift:] + STEP_KEYS[:shift]:
+            res = step_round(ctx, key, c, warm_s)
+            for k, ratios in res.items():
+                inproc[k].append(ratios)
+            log(f"item 1 within-process cycle {c + 1}/{cycles} ({key}): " + ", ".join(
+                f"{k} throughput {v['rps']:.3f} p99 {v['p99']:.3f} CPU {v['cpu_us']:.3f}"
+                for k, v in res.items()))
     return report(ctx, results, started, load_start, warm_s, measure_s, inproc)
 
 
 TARGETS = {"b": 0.99, "c": 0.99, "d": 0.98}
 
 
-def judged(key, ratios):
+def judged(key, values):
     """The target cell for a row: met or missed, on throughput and on p99."""
     if key not in TARGETS:
         return "reported" if key != "a" else ""
     t = TARGETS[key]
-    return "; ".join(f"{what} {'met' if median(rs) >= t else '**missed**'}"
-                     for what, rs in zip((f"≥ {t}: throughput", "p99"), ratios))
+    return "; ".join(f"{what} {'met' if v >= t else '**missed**'}"
+                     for what, v in zip((f"≥ {t}: throughput", "p99"), values))
 
 
-# Measured by hand (2026-11-26); kept as text: what is known of (b)'s cost.
-EARLIER_FINDING = (
-    "An earlier run of this section (5 rounds, one window before and one after) put "
-    "(b) at +4 % CPU per request and traced it to the agent's uprobe links. It did not "
-    "hold up under paired windows in one process (window without, the change, window "
-    "with, undone; 8 pairs of 3 s, median CPU per request with / without): the agent "
-    "attached as in (b) 1.001 and 1.006 (this tree's agent), 0.992 and 1.015 (the agent of "
-    "`e9e3005`, before the idle fixes of item 5); a no-op BPF uprobe on an uncalled "
-    "function of the interpreter, attached by a 20-line libbpf loader with no pydi "
-    "involved, 1.005 bound to the service's pid and 1.000 for any pid; nothing at all "
-    "0.995. A registered uprobe that never fires costs nothing measurable here. What "
-    "the rows that touch the process share is the resident helper (row i, 0.94–0.97 "
-    "across processes in three runs). One service, five 2 s windows, a change, six more; "
-    "CPU per request after / before (median windows), per round: `pydi inject` 1.007, "
-    "1.021, 1.028, 1.019, 0.968 (median 1.019); the same helper loaded from inside the "
-    "service (an endpoint calling `ExtensionFileLoader` and `_start()`, no ptrace) 0.977, "
-    "1.025, 1.012, 1.010, 1.037, 1.005, 1.002, 1.019, 1.041, 1.016 (1.014); an idle "
-    "`threading.Thread` started 1.005, 0.999, 1.028, 1.012, 1.006, 0.951, 1.044, 0.981, "
-    "0.970 (1.005); nothing 0.973, 1.002, 0.970, 1.036, 1.040, 1.024, 1.000, 0.983, 1.048 "
-    "(1.002). So a resident helper may cost 1–2 % of this single-threaded service's CPU "
-    "(not the ptrace injection: loading it in-process costs the same), about (b)'s "
-    "shortfall; "
-    "a single window's noise (±3 %) is larger than the effect. `perf record -F 2000 -p "
-    "SERVICE` for 8 s before and after `pydi inject` under the same wrk run: libc's share "
-    "of the samples rose from 3.16 % to 3.68 % (`malloc` 0.36 → 0.44 %, `_int_free` "
-    "0.22 → 0.37 %, `_int_malloc` 0.11 → 0.24 %, `cfree` and `pthread_mutex_lock` "
-    "0.10–0.11 % from nothing): a second thread turns glibc's single-thread malloc paths "
-    "into locked ones, about 0.5 % of this service's CPU; the rest of the profile is "
-    "unchanged within its noise. Beyond that the cause is open.")
+METRICS = ("rps", "p99", "cpu_us")
+
+# What the tables say about (b), written from the run they come from.
+FINDINGS = "(findings: to be written from this run)"
+
+
+def ratio_cells(rs):
+    """Median and min–max cells of each metric over rounds' ratios."""
+    cells = []
+    for m in METRICS:
+        xs = [x[m] for x in rs]
+        cells += [f"**{median(xs):.3f}**", spread(xs, lambda v: f"{v:.3f}")]
+    return cells
 
 
 def inproc_report(inproc):
-    names = dict(CONFIGS, none="nothing set up (the noise floor: the drift between windows)")
+    names = dict(CONFIGS, none="nothing (the drift of a service left alone)",
+                 t="an idle thread started (SIGUSR1; no pydi)")
+    med = {k: {m: median([x[m] for x in rs]) for m in METRICS}
+           for k, rs in inproc.items()}
+    head = ["| row | pydi | throughput ratio | min–max | p99 ratio | min–max | "
+            "CPU per request ratio | min–max |", "|---|---|---|---|---|---|---|---|"]
     lines = [
         "", "### Within one process (the targets are judged here)", "",
-        f"A fresh service per round ({BRACKET_ROUNDS_PER_RUN} × the rounds of the table "
-        f"above); {BRACKET_MEASURE_S} s windows of wrk. First a window "
-        "without pydi; then, for each row in turn (the order rotates from round to round), "
-        "the row's pydi set up on the running service, 1 s of wrk, a window, pydi undone, "
-        "1 s, a window without it. A row's ratios are against the mean of the two windows "
-        "either side of it, so the heap, the address-space layout and a linear drift are "
-        "the same on both sides; ≥ 1 is better. This is also how pydi meets a service: "
-        "attached while it runs. From the first row on the helper stays resident (it is "
-        "never unloaded), so the windows without pydi are a service pydi has attached to "
-        "before, with nothing attached now (row (i) above: an idle helper).", "",
-        "| row | pydi | throughput ratio | min–max | p99 ratio | min–max | "
-        "CPU per request ratio | min–max | target |",
-        "|---|---|---|---|---|---|---|---|---|"]
-    for key in BRACKET_KEYS:
-        rs = inproc[key]
-        tr = [x["rps"] for x in rs]
-        pr = [1 / x["p99"] for x in rs]
-        cr = [1 / x["cpu_us"] for x in rs]
-        lines.append(
-            f"| {key} | {names[key]} | **{median(tr):.3f}** | {spread(tr, lambda v: f'{v:.3f}')} | "
-            f"**{median(pr):.3f}** | {spread(pr, lambda v: f'{v:.3f}')} | "
-            f"**{median(cr):.3f}** | {spread(cr, lambda v: f'{v:.3f}')} | "
-            f"{judged(key, (tr, pr)) if key != 'none' else ''} |")
-    return lines + ["", EARLIER_FINDING]
+        "pydi attaches to running services, and across processes the layout's noise is "
+        "wider than the targets, so the targets are judged within one process. The helper "
+        "is never unloaded: (b) is a step that cannot be undone, so it is measured as one. "
+        f"Each round is a fresh service, {STEP_WINDOWS} windows of {WINDOW_S} s of wrk, "
+        f"the round's step, 1 s, {STEP_WINDOWS} more windows; its ratios are after / "
+        "before (≥ 1 is better). Rounds cycle through three steps: nothing (how a service "
+        "left alone drifts from its first windows to its next), an idle `threading.Thread` "
+        "started by SIGUSR1 (no pydi: what a second thread costs this single-threaded "
+        "service) and (b). In each (b) round the service, helper resident, then gets c, d "
+        f"and e in turn (the order rotates), each set up, 1 s, {ON_HELPER_WINDOWS} windows, "
+        f"undone, 1 s, {ON_HELPER_WINDOWS} windows: their ratios are against the mean of "
+        "the windows either side, so they are their cost over (b).", "",
+        f"Steps ({len(inproc['b'])} rounds each):", ""] + head
+    for key in STEP_KEYS:
+        lines.append(f"| {key} | {names[key]} | " + " | ".join(ratio_cells(inproc[key])) + " |")
+    lines += ["", "Over (b), the helper resident:", ""] + head
+    for key in ON_HELPER_KEYS:
+        lines.append(f"| {key} | {names[key]} | " + " | ".join(ratio_cells(inproc[key])) + " |")
+
+    def against(key):
+        """A row against (a): its step over nothing's, times its cost over (b)."""
+        step = "b" if key in ON_HELPER_KEYS + ["b"] else key
+        over_b = med[key] if key in ON_HELPER_KEYS else {m: 1.0 for m in METRICS}
+        return {m: med[step][m] / med["none"][m] * over_b[m] for m in METRICS}
+
+    lines += [
+        "", "Against (a), no pydi (medians: a step's over nothing's; c, d, e also times "
+        "their cost over (b)):", "",
+        "| row | pydi | throughput ratio | p99 ratio | CPU per request ratio | target |",
+        "|---|---|---|---|---|---|"]
+    for key in ["t", "b"] + ON_HELPER_KEYS:
+        v = against(key)
+        lines.append(f"| {key} | {names[key]} | **{v['rps']:.3f}** | **{v['p99']:.3f}** | "
+                     f"**{v['cpu_us']:.3f}** | {judged(key, (v['rps'], v['p99']))} |")
+    bt = {m: med["b"][m] / med["t"][m] for m in METRICS}
+    lines.append(f"| b ÷ t | (b) on a service that already runs a second thread: (b)'s step "
+                 f"over the idle thread's | **{bt['rps']:.3f}** | **{bt['p99']:.3f}** | "
+                 f"**{bt['cpu_us']:.3f}** | reported |")
+    return lines + ["", FINDINGS]
 
 
 def report(ctx, results, started, load_start, warm_s, measure_s, inproc):
@@ -312,7 +369,7 @@ def report(ctx, results, started, load_start, warm_s, measure_s, inproc):
         pr = [b["p99"] / x["p99"] for x, b in zip(rs, base)]
         cpu = [x["cpu_us"] for x in rs]
         cr = [b["cpu_us"] / x["cpu_us"] for x, b in zip(rs, base)]
-        target = judged(key, (tr, pr))
+        target = judged(key, (median(tr), median(pr)))
         lines.append(
             f"| {key} | {what} | **{median(rps):,.0f}** | {spread(rps, lambda v: f'{v:,.0f}')} | "
             f"**{median(tr):.3f}** | {spread(tr, lambda v: f'{v:.3f}')} | "

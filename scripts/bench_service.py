@@ -7,9 +7,11 @@ GET /items/{item_id}?q=... is the request path wrk drives; its handler
 called by a request: the "not on the request path" configuration probes it.
 Prints "port N" once uvicorn accepts connections; no access log (a log line
 per request would dominate what is measured). With BENCH_IDLE_THREAD=1 it
-starts one thread that only sleeps, as the helper's control thread does.
+starts one thread that only sleeps, as the helper's control thread does;
+SIGUSR1 starts one such thread while it runs.
 """
 import os
+import signal
 import sys
 import threading
 import time
@@ -44,10 +46,15 @@ class Server(uvicorn.Server):
         self.startup_done()
 
 
+def start_idle_thread(*_):
+    threading.Thread(target=time.sleep, args=(1e9,), daemon=True).start()
+
+
 def main():
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 8000
     if os.environ.get("BENCH_IDLE_THREAD") == "1":
-        threading.Thread(target=time.sleep, args=(1e9,), daemon=True).start()
+        start_idle_thread()
+    signal.signal(signal.SIGUSR1, start_idle_thread)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, workers=1,
                             access_log=False, log_level="warning", lifespan="off")
     Server(config).run()
