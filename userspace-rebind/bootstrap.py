@@ -133,7 +133,16 @@ _property_accessors = tuple(property.__dict__[name].__get__
                             for name in ("fget", "fset", "fdel"))
 _cell_contents = _CellType.__dict__["cell_contents"].__get__
 _module_dict = _ModuleType.__dict__["__dict__"].__get__
+_type_flags = type.__dict__["__flags__"].__get__
+_object_getattribute = object.__getattribute__
 _C_DESCRIPTOR_TYPES = (_GetSetDescriptorType, _MemberDescriptorType)
+
+# Py_TPFLAGS_MANAGED_DICT (3.11+): an instance keeps its attributes in inline
+# values until something asks for its __dict__. On 3.11 and 3.12 that moves
+# them into a new dict for good, and every later attribute access on the
+# object takes the interpreter's slower path: a FastAPI app whose route
+# objects pydi had read this way served 3 % fewer requests.
+_TPFLAGS_MANAGED_DICT = 1 << 4
 
 
 def _items(mapping):
@@ -203,6 +212,26 @@ def _instance_dict(obj):
     return value if issubclass(type(value), dict) else None
 
 
+def _own_attr(obj, name):
+    """obj's own attribute `name` (an entry of its __dict__), or _MISSING.
+    An instance whose __dict__ does not exist yet keeps it that way: it is
+    read the way the app's own `obj.name` reads it."""
+    t = type(obj)
+    if not _type_flags(t) & _TPFLAGS_MANAGED_DICT:
+        return _raw_get(_instance_dict(obj), name)
+    class_value = _class_lookup(t, name)
+    if (class_value is not _MISSING
+            and _class_lookup(type(class_value), "__get__") is not _MISSING):
+        # Without an own entry, object.__getattribute__ would call this
+        # descriptor (perhaps app code): read the __dict__ instead.
+        return _raw_get(_instance_dict(obj), name)
+    try:
+        value = _object_getattribute(obj, name)
+    except Exception:
+        return _MISSING
+    return _MISSING if value is class_value else value
+
+
 def _is_data_descriptor(value):
     t = type(value)
     return (_class_lookup(t, "__set__") is not _MISSING
@@ -227,7 +256,7 @@ def _lookup(obj, name):
     class_value = _class_lookup(t, name)
     if class_value is not _MISSING and _is_data_descriptor(class_value):
         return class_value, "type"
-    value = _raw_get(_instance_dict(obj), name)
+    value = _own_attr(obj, name)
     if value is not _MISSING:
         return value, "instance"
     if class_value is not _MISSING:
@@ -284,7 +313,7 @@ def _partial_func(obj):
                 return descriptor.__get__(obj, t)
             except Exception:
                 return _MISSING
-        return _raw_get(_instance_dict(obj), "func")
+        return _own_attr(obj, "func")
     return _MISSING
 
 
@@ -293,14 +322,14 @@ def _cached_property_func(obj):
     ptype = _functools_type("cached_property")
     if ptype is None or not issubclass(type(obj), ptype):
         return _MISSING
-    return _raw_get(_instance_dict(obj), "func")
+    return _own_attr(obj, "func")
 
 
 def _wrapped_of(obj):
     """obj.__wrapped__ (set by functools.wraps) from its own __dict__."""
     if issubclass(type(obj), (staticmethod, classmethod)):
         return _MISSING
-    return _raw_get(_instance_dict(obj), "__wrapped__")
+    return _own_attr(obj, "__wrapped__")
 
 
 # -- code objects and their lines --
@@ -551,7 +580,7 @@ def _main_module_name(main):
     namespace = _instance_dict(main)
     spec = _raw_get(namespace, "__spec__")
     if spec is not _MISSING and spec is not None:
-        name = _raw_get(_instance_dict(spec), "name")
+        name = _own_attr(spec, "name")
         if type(name) is str and name:
             return name
     filename = _str_or_none(_raw_get(namespace, "__file__"))
@@ -746,7 +775,10 @@ def _names_of(obj):
             if base is not object:
                 names.update(k for k, _ in _items(_class_dict(base)))
         return names
-    names.update(k for k, _ in _items(_instance_dict(obj)))
+    if not _type_flags(t) & _TPFLAGS_MANAGED_DICT:
+        # Listing a managed-dict instance's own names would create its
+        # __dict__ (see _own_attr): its close names come from its class.
+        names.update(k for k, _ in _items(_instance_dict(obj)))
     if not issubclass(t, _ModuleType):
         for base in _mro(t):
             if base is not object:

@@ -5,12 +5,34 @@
 imports _pydi_helper from HELPER_DIR and the fixture module (a routes_*.py
 app next to this file), then for each target prints one JSON line
 {"target", "resolve": reply, "hook": reply, "unhook": reply}: resolve, hook
-on slot 0, unhook -- the commands the agent sends."""
+on slot 0, unhook -- the commands the agent sends. A last line,
+target "(instance values)", names the frameworks' objects whose attributes
+were inline values before the commands and are not after them."""
+import gc
 import importlib
 import json
 import os
 import sys
 import warnings
+
+FRAMEWORKS = ("fastapi", "starlette", "aiohttp", "flask", "werkzeug", "django")
+MANAGED_DICT = 1 << 4  # Py_TPFLAGS_MANAGED_DICT
+
+
+def inline_objects():
+    """The frameworks' live instances whose attributes are still inline
+    values. On 3.11, gc's traversal of such an instance yields its attribute
+    values; once its __dict__ exists, the dict and the type alone."""
+    found = []
+    for obj in gc.get_objects():
+        t = type(obj)
+        if (not t.__flags__ & MANAGED_DICT
+                or str(t.__module__).split(".")[0] not in FRAMEWORKS):
+            continue
+        refs = gc.get_referents(obj)
+        if not (len(refs) == 2 and any(type(r) is dict for r in refs)):
+            found.append(obj)
+    return found
 
 
 def main():
@@ -25,6 +47,8 @@ def main():
     def call(**command):
         return json.loads(h.dispatch(json.dumps(command)))
 
+    inline = inline_objects()
+
     for target in targets:
         record = {"target": target, "resolve": call(cmd="resolve",
                                                     target=target)}
@@ -32,6 +56,11 @@ def main():
                               slot=0)
         record["unhook"] = call(cmd="unhook", probe_id="p")
         print(json.dumps(record), flush=True)
+    still = set(map(id, inline_objects()))
+    print(json.dumps({"target": "(instance values)", "checked": len(inline),
+                      "materialized": sorted(
+                          f"{type(o).__module__}.{type(o).__qualname__}"
+                          for o in inline if id(o) not in still)}), flush=True)
 
 
 if __name__ == "__main__":
