@@ -15,8 +15,9 @@
 
 #include "helper.h"
 
-/* The lease is checked at least this often (ms). */
-#define CONTROL_TICK_MS 250
+/* Without a lease the thread sleeps until a command wakes it, or this long
+ * (ms): a lease written with no command after it is still seen. */
+#define CONTROL_IDLE_MS 5000
 
 static char cmd_buf[PYDI_CMD_MAX];
 static char reply_buf[PYDI_REPLY_MAX];
@@ -117,6 +118,25 @@ check_lease(void)
 	pydi_helper_state.lease_expiries++;
 }
 
+/* Until the lease's deadline: the agent moves it on while it lives, and the
+ * thread then sleeps again (a wakeup per lease period, not a tick). */
+static int
+sleep_ms(void)
+{
+	uint64_t deadline = pydi_helper_state.lease_deadline_ns;
+	uint64_t now = now_ns();
+	uint64_t ms;
+
+	if (deadline == 0) {
+		return CONTROL_IDLE_MS;
+	}
+	if (deadline <= now) {
+		return 0;
+	}
+	ms = (deadline - now + 999999) / 1000000;
+	return ms < CONTROL_IDLE_MS ? (int)ms : CONTROL_IDLE_MS;
+}
+
 static void *
 control_main(void *arg)
 {
@@ -124,7 +144,7 @@ control_main(void *arg)
 
 	(void)arg;
 	while (!atomic_load(&stopping)) {
-		int n = poll(&wake, 1, CONTROL_TICK_MS);
+		int n = poll(&wake, 1, sleep_ms());
 
 		if (atomic_load(&stopping)) {
 			break;

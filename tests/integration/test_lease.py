@@ -80,3 +80,29 @@ def test_lease_reverts_after_sigkill_in_namespaced_root(rootfs, python):
         check_lease(target)
     finally:
         target.stop()
+
+
+def voluntary_switches(pid, tid):
+    """How many times one thread has gone to sleep: its wakeups."""
+    with open(f"/proc/{pid}/task/{tid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return int(fields["voluntary_ctxt_switches"])
+
+
+def test_idle_control_thread_sleeps():
+    """The helper's control thread sleeps until a command or the lease's
+    deadline (which the agent keeps moving on), not on a tick that would
+    wake it several times a second in every target pydi ever touched."""
+    target = spawn_host(APP)
+    try:
+        before = set(os.listdir(f"/proc/{target.pid}/task"))
+        pydi_json("inject", str(target.pid))
+        (tid,) = set(os.listdir(f"/proc/{target.pid}/task")) - before
+        time.sleep(LEASE_S + 1)  # past any lease the injection left
+        start = voluntary_switches(target.pid, tid)
+        time.sleep(4)
+        woke = voluntary_switches(target.pid, tid) - start
+        report(f"lease: an idle helper's control thread woke {woke} times in 4 s")
+        assert woke <= 1, woke
+    finally:
+        target.stop()
