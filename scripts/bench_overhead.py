@@ -162,7 +162,7 @@ CYCLES_PER_RUN = 3     # each cycle is one round of each step
 
 def windows(port, pid, n):
     ws = [measure(port, pid, WINDOW_S) for _ in range(n)]
-    return {m: sum(w[m] for w in ws) / n for m in ("rps", "p99", "cpu_us")}
+    return {m: sum(w[m] for w in ws) / n for m in METRICS}
 
 
 def better_ratio(x, base):
