@@ -212,14 +212,24 @@ def _instance_dict(obj):
     return value if issubclass(type(value), dict) else None
 
 
-def _own_attr(obj, name):
+def _managed_dict(t):
+    """Instances of t keep inline values until asked for their __dict__."""
+    return bool(_type_flags(t) & _TPFLAGS_MANAGED_DICT)
+
+
+_NOT_LOOKED_UP = object()
+
+
+def _own_attr(obj, name, class_value=_NOT_LOOKED_UP):
     """obj's own attribute `name` (an entry of its __dict__), or _MISSING.
     An instance whose __dict__ does not exist yet keeps it that way: it is
-    read the way the app's own `obj.name` reads it."""
+    read the way the app's own `obj.name` reads it. class_value: what the
+    caller's _class_lookup(type(obj), name) already found."""
     t = type(obj)
-    if not _type_flags(t) & _TPFLAGS_MANAGED_DICT:
+    if not _managed_dict(t):
         return _raw_get(_instance_dict(obj), name)
-    class_value = _class_lookup(t, name)
+    if class_value is _NOT_LOOKED_UP:
+        class_value = _class_lookup(t, name)
     if (class_value is not _MISSING
             and _class_lookup(type(class_value), "__get__") is not _MISSING):
         # Without an own entry, object.__getattribute__ would call this
@@ -256,7 +266,7 @@ def _lookup(obj, name):
     class_value = _class_lookup(t, name)
     if class_value is not _MISSING and _is_data_descriptor(class_value):
         return class_value, "type"
-    value = _own_attr(obj, name)
+    value = _own_attr(obj, name, class_value)
     if value is not _MISSING:
         return value, "instance"
     if class_value is not _MISSING:
@@ -775,7 +785,7 @@ def _names_of(obj):
             if base is not object:
                 names.update(k for k, _ in _items(_class_dict(base)))
         return names
-    if not _type_flags(t) & _TPFLAGS_MANAGED_DICT:
+    if not _managed_dict(t):
         # Listing a managed-dict instance's own names would create its
         # __dict__ (see _own_attr): its close names come from its class.
         names.update(k for k, _ in _items(_instance_dict(obj)))
