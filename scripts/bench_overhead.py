@@ -158,6 +158,7 @@ WINDOW_S = 3
 STEP_WINDOWS = 4       # per side of a step; one window's noise is ±3 %
 ON_HELPER_WINDOWS = 2  # per side of c, d, e
 CYCLES_PER_RUN = 3     # each cycle is one round of each step
+METRICS = ("rps", "p99", "cpu_us")
 
 
 def windows(port, pid, n):
@@ -269,10 +270,6 @@ def judged(key, values):
     t = TARGETS[key]
     return "; ".join(f"{what} {'met' if v >= t else '**missed**'}"
                      for what, v in zip((f"≥ {t}: throughput", "p99"), values))
-
-
-METRICS = ("rps", "p99", "cpu_us")
-
 
 
 def findings(t, b, bt, floor):
@@ -398,10 +395,9 @@ def report(ctx, results, started, load_start, warm_s, measure_s, inproc):
         rs = results[key]
         rps = [x["rps"] for x in rs]
         p99 = [x["p99"] for x in rs]
-        tr = [x["rps"] / b["rps"] for x, b in zip(rs, base)]
-        pr = [b["p99"] / x["p99"] for x, b in zip(rs, base)]
+        ratios = [better_ratio(x, b) for x, b in zip(rs, base)]
+        tr, pr, cr = ([r[m] for r in ratios] for m in METRICS)
         cpu = [x["cpu_us"] for x in rs]
-        cr = [b["cpu_us"] / x["cpu_us"] for x, b in zip(rs, base)]
         target = judged(key, (median(tr), median(pr)))
         lines.append(
             f"| {key} | {what} | **{median(rps):,.0f}** | {spread(rps, lambda v: f'{v:,.0f}')} | "
