@@ -3,9 +3,7 @@ scripts/bench_service.py), without pydi and with pydi in four ways; requests/s
 and p99 latency as ratios against "no pydi" in the same round."""
 import os
 import re
-import signal
 import subprocess
-import time
 
 from bench_common import (Agent, Trace, cpu_ns, fmt_ms, header, loadavg, log, median, now_utc,
                           probe_config, spread, stop_process, free_port, SCRIPTS)
@@ -148,22 +146,38 @@ def one_run(ctx, key, warm_s, measure_s):
 
 # Within one process. The helper is never unloaded, so (b) is a step, not a
 # row that can be bracketed: a fresh service, windows before, the step, windows
-# after. Rounds whose step is nothing give the drift of a service left alone;
-# rounds whose step starts an idle thread (no pydi) give what a second thread
-# costs. In (b)'s rounds, c, d and e then each get set up and undone between
-# windows of the same service, the helper resident: their cost over (b).
-STEP_KEYS = ["none", "t", "b"]
+# after. A second fresh service, the control, takes no step; its windows are
+# interleaved with the subject's, so after / before of the subject over after /
+# before of the control cancels what the whole machine did meanwhile. Rounds
+# whose step is nothing show what is left of the noise. In (b)'s rounds, c, d
+# and e then each get set up and undone between windows of the same service,
+# the helper resident: their cost over (b), again over the control.
+STEP_KEYS = ["none", "b"]
 ON_HELPER_KEYS = ["c", "d", "e"]
 WINDOW_S = 3
-STEP_WINDOWS = 4       # per side of a step; one window's noise is ±3 %
-ON_HELPER_WINDOWS = 2  # per side of c, d, e
+STEP_WINDOWS = 4       # per service and side of a step; one window's noise is ±3 %
+ON_HELPER_WINDOWS = 2  # per service and side of c, d, e
 CYCLES_PER_RUN = 3     # each cycle is one round of each step
 METRICS = ("rps", "p99", "cpu_us")
 
 
-def windows(port, pid, n):
-    ws = [measure(port, pid, WINDOW_S) for _ in range(n)]
-    return {m: sum(w[m] for w in ws) / n for m in METRICS}
+def mean_of(ws):
+    return {m: sum(w[m] for w in ws) / len(ws) for m in METRICS}
+
+
+def paired_windows(subject, control, n):
+    """n windows of wrk on each of two (port, pid) services, interleaved
+    S C C S … so that a drift in time weighs on both alike."""
+    got = {subject: [], control: []}
+    for i in range(n):
+        for svc in (subject, control) if i % 2 == 0 else (control, subject):
+            got[svc].append(measure(*svc, WINDOW_S))
+    return mean_of(got[subject]), mean_of(got[control])
+
+
+def warm(*services, seconds=1):
+    for port, _ in services:
+        wrk(port, seconds)
 
 
 def better_ratio(x, base):
@@ -172,66 +186,69 @@ def better_ratio(x, base):
             "cpu_us": base["cpu_us"] / x["cpu_us"]}
 
 
+def over_control(subject, control):
+    """The subject's (after, before) ratios over the control's."""
+    s, c = better_ratio(*subject), better_ratio(*control)
+    return {m: s[m] / c[m] for m in METRICS}
+
+
 def thread_count(pid):
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
-def start_thread(pid):
-    os.kill(pid, signal.SIGUSR1)
-    deadline = time.monotonic() + 10
-    while thread_count(pid) < 2:
-        if time.monotonic() > deadline:
-            raise RuntimeError("item 1 (t): SIGUSR1 started no thread in the service")
-        time.sleep(0.05)
-
-
-def on_helper(ctx, port, pid, shift):
+def on_helper(ctx, subject, control, shift):
     """c, d, e in turn on a service whose helper is resident, each between
-    windows without it; ratios against the mean of the two."""
+    windows without it; ratios against the mean of the two, over the control's."""
     out = {}
-    wrk(port, 1)
-    base = windows(port, pid, ON_HELPER_WINDOWS)
+    warm(subject, control)
+    base = paired_windows(subject, control, ON_HELPER_WINDOWS)
     for key in ON_HELPER_KEYS[shift:] + ON_HELPER_KEYS[:shift]:
-        attached = Attached(ctx, key, pid, "item1-in")
+        attached = Attached(ctx, key, subject[1], "item1-in")
         try:
-            wrk(port, 1)
-            during = windows(port, pid, ON_HELPER_WINDOWS)
+            warm(subject, control)
+            during = paired_windows(subject, control, ON_HELPER_WINDOWS)
         finally:
             attached.close()
-        wrk(port, 1)
-        after = windows(port, pid, ON_HELPER_WINDOWS)
-        out[key] = better_ratio(during, {m: (base[m] + after[m]) / 2 for m in base})
+        warm(subject, control)
+        after = paired_windows(subject, control, ON_HELPER_WINDOWS)
+        around = [{m: (b[m] + a[m]) / 2 for m in METRICS} for b, a in zip(base, after)]
+        out[key] = over_control((during[0], around[0]), (during[1], around[1]))
         base = after
     return out
 
 
 def step_round(ctx, key, cycle, warm_s):
-    """One fresh service: windows before, the step `key`, windows after."""
-    port = free_port()
-    svc = start_service(ctx, port)
-    attached = None
+    """Two fresh services: windows before, the step `key` on the subject,
+    windows after."""
+    procs, services, attached = [], [], None
     try:
-        pid = svc.pid
-        if thread_count(pid) != 1:
-            raise RuntimeError(f"item 1: the service runs {thread_count(pid)} threads, not 1")
-        wrk(port, warm_s)
-        before = windows(port, pid, STEP_WINDOWS)
-        if key == "t":
-            start_thread(pid)
-        elif key == "b":
-            attached = Attached(ctx, key, pid, "item1-in")
-        if key != "none" and thread_count(pid) != 2:
-            raise RuntimeError(f"item 1 ({key}): {thread_count(pid)} threads, not 2")
-        wrk(port, 1)
-        out = {key: better_ratio(windows(port, pid, STEP_WINDOWS), before)}
+        for _ in range(2):
+            port = free_port()
+            procs.append(start_service(ctx, port))
+            services.append((port, procs[-1].pid))
+            if thread_count(procs[-1].pid) != 1:
+                raise RuntimeError(f"item 1: the service runs {thread_count(procs[-1].pid)} "
+                                   "threads, not 1")
+        # Which of the two starts first alternates: neither is the subject by position.
+        subject, control = services if cycle % 2 == 0 else services[::-1]
+        warm(subject, control, seconds=warm_s)
+        before = paired_windows(subject, control, STEP_WINDOWS)
+        if key == "b":
+            attached = Attached(ctx, key, subject[1], "item1-in")
+            if thread_count(subject[1]) != 2:
+                raise RuntimeError(f"item 1 (b): {thread_count(subject[1])} threads, not 2")
+        warm(subject, control)
+        after = paired_windows(subject, control, STEP_WINDOWS)
+        out = {key: over_control((after[0], before[0]), (after[1], before[1]))}
         if attached:
             attached.close()
             attached = None
-            out.update(on_helper(ctx, port, pid, cycle % len(ON_HELPER_KEYS)))
+            out.update(on_helper(ctx, subject, control, cycle % len(ON_HELPER_KEYS)))
     finally:
         if attached:
             attached.close()
-        stop_process(svc, timeout=10)
+        for proc in procs:
+            stop_process(proc, timeout=10)
     return out
 
 
@@ -272,37 +289,41 @@ def judged(key, values):
                      for what, v in zip((f"≥ {t}: throughput", "p99"), values))
 
 
-def findings(t, b, bt, floor):
-    """What (b) cost and costs: this run's throughput ratios against (a) of
-    the idle thread (t) and of (b), (b) over the idle thread (bt), and the
-    min and max of nothing's rounds (floor); the rest was measured by hand
-    (2026-11-26)."""
-    left = (f"(b) misses 0.99 by {0.99 - b:.3f}, less than the spread of the rounds whose "
-            f"step is nothing ({floor[0]:.3f} – {floor[1]:.3f}): what is left of its cost is "
-            "not told apart from this machine's noise here, and its cause, if it has one, is "
-            "open. " if b < 0.99 else "")
+def findings(b, floor):
+    """What (b) cost and costs: this run's throughput ratio of (b) against (a)
+    and the min and max of nothing's rounds (floor); the rest was measured
+    earlier (2026-11-26: the runs named, and by hand)."""
+    verdict = (f"(b) misses 0.99 by {0.99 - b:.3f}, inside the spread of the rounds whose "
+               f"step is nothing ({floor[0]:.3f} – {floor[1]:.3f}): what is left of its cost "
+               "is not told apart from this machine's noise, and its cause, if it has one, is "
+               "open. " if b < 0.99 else
+               f"(b) meets 0.99; the rounds whose step is nothing range {floor[0]:.3f} – "
+               f"{floor[1]:.3f}. ")
     return (
-        f"In this run an idle thread costs {t:.3f} of throughput, (b) {b:.3f}, (b) over the "
-        f"idle thread {bt:.3f}. {left}The same tables at `95d42a5` gave (b) 0.970, (c) 0.970, "
-        "(d) 0.963 and the idle thread 1.003: the helper's resident thread was not (b)'s "
-        "cost (an earlier guess, from a profile's 0.5 % more time in glibc's malloc once a "
-        "second thread exists, did not hold up). The cause was the helper's route walk: it "
-        "read route objects' attributes through their `__dict__`, and on 3.11 and 3.12 "
-        "asking for a plain instance's `__dict__` moves its inline attribute values into a "
-        "new dict for good, after which every attribute access on that object takes the "
-        "interpreter's slower path (3 attribute loads in a loop, by hand: 30 ms a million "
-        "iterations on an untouched instance, 58 ms once its `__dict__` had been read). One "
-        "`pydi trace` on `off_path` left this service's FastAPI app, router, its four "
-        "Starlette Routes and the handler's Dependant with a dict (gc's traversal tells the "
-        "two apart), objects the service reads on every request. The helper now reads an "
-        "instance's own attributes the way the app's own `obj.name` does, without creating "
-        "its `__dict__` (`_own_attr` in userspace-rebind/bootstrap.py), and "
-        "`test_route_walk_leaves_instance_values_inline` holds that for the route walks of "
-        "FastAPI, Starlette, aiohttp, Flask and Django. Earlier leads, kept for the record: "
-        "the agent's uprobe links cost nothing measurable (paired windows in one process, "
-        "8 pairs of 3 s, CPU per request with / without: agent attached as in (b) 1.001 "
-        "and 1.006, a no-op BPF uprobe attached by a 20-line libbpf loader 1.005, nothing "
-        "0.995).")
+        f"In this run (b) costs {b:.3f} of throughput against (a). {verdict}"
+        "Earlier runs measured each round without a control service (a step's after / before "
+        "over the median of rounds whose step was nothing, which alone drifted by 0.975 – "
+        "1.055): at `95d42a5` (b) 0.970, (c) 0.970, (d) 0.963; at `3766a1d`, after the fix "
+        "below, (b) 0.983, (c) 0.985, (d) 0.985. Those runs also had a step that started "
+        "an idle thread in the service (no pydi): 1.003 and 0.992, so the helper's resident "
+        "thread is not (b)'s cost (an earlier guess, from a profile's 0.5 % more time in "
+        "glibc's malloc once a second thread exists, did not hold up). The cost found was "
+        "the helper's route walk: it read route objects' attributes through their "
+        "`__dict__`, and on 3.11 and 3.12 asking for a plain instance's `__dict__` moves "
+        "its inline attribute values into a new dict for good, after which every attribute "
+        "access on that object takes the interpreter's slower path (3 attribute loads in a "
+        "loop, by hand: 30 ms a million iterations on an untouched instance, 58 ms once its "
+        "`__dict__` had been read). One `pydi trace` on `off_path` left this service's "
+        "FastAPI app, router, its four Starlette Routes and the handler's Dependant with a "
+        "dict (gc's traversal tells the two apart), objects the service reads on every "
+        "request. The helper now reads an instance's own attributes the way the app's own "
+        "`obj.name` does, without creating its `__dict__` (`_own_attr` in "
+        "userspace-rebind/bootstrap.py), and `test_route_walk_leaves_instance_values_inline` "
+        "holds that for the route walks of FastAPI, Starlette, aiohttp, Flask and Django. "
+        "Earlier leads, kept for the record: the agent's uprobe links cost nothing "
+        "measurable (paired windows in one process, 8 pairs of 3 s, CPU per request with / "
+        "without: agent attached as in (b) 1.001 and 1.006, a no-op BPF uprobe attached by a "
+        "20-line libbpf loader 1.005, nothing 0.995).")
 
 
 def ratio_cells(rs):
@@ -315,8 +336,7 @@ def ratio_cells(rs):
 
 
 def inproc_report(inproc):
-    names = dict(CONFIGS, none="nothing (the drift of a service left alone)",
-                 t="an idle thread started (SIGUSR1; no pydi)")
+    names = dict(CONFIGS, none="nothing (the noise left: subject and control alike)")
     med = {k: {m: median([x[m] for x in rs]) for m in METRICS}
            for k, rs in inproc.items()}
     head = ["| row | pydi | throughput ratio | min–max | p99 ratio | min–max | "
@@ -326,15 +346,18 @@ def inproc_report(inproc):
         "pydi attaches to running services, and across processes the layout's noise is "
         "wider than the targets, so the targets are judged within one process. The helper "
         "is never unloaded: (b) is a step that cannot be undone, so it is measured as one. "
-        f"Each round is a fresh service, {STEP_WINDOWS} windows of {WINDOW_S} s of wrk, "
-        f"the round's step, 1 s, {STEP_WINDOWS} more windows; its ratios are after / "
-        "before (≥ 1 is better). Rounds cycle through three steps: nothing (how a service "
-        "left alone drifts from its first windows to its next), an idle `threading.Thread` "
-        "started by SIGUSR1 (no pydi: what a second thread costs this single-threaded "
-        "service) and (b). In each (b) round the service, helper resident, then gets c, d "
-        f"and e in turn (the order rotates), each set up, 1 s, {ON_HELPER_WINDOWS} windows, "
-        f"undone, 1 s, {ON_HELPER_WINDOWS} windows: their ratios are against the mean of "
-        "the windows either side, so they are their cost over (b).", "",
+        "Each round starts two fresh services, both pinned to CPU 0: the subject and a "
+        "control that no step touches (which of the two started first alternates). "
+        f"{STEP_WINDOWS} windows of {WINDOW_S} s of wrk on each, interleaved (S C C S …), "
+        f"the round's step on the subject, 1 s of wrk on each, {STEP_WINDOWS} more windows "
+        "on each; a round's ratio is the subject's after / before over the control's after / "
+        "before (≥ 1 is better), so what the machine did meanwhile weighs on both and "
+        "cancels. Rounds alternate between two steps: nothing (the noise that is left) and "
+        "(b). In each (b) round the subject, helper resident, then gets c, d and e in turn "
+        f"(the order rotates), each set up, 1 s, {ON_HELPER_WINDOWS} windows on each "
+        f"service, undone, 1 s, {ON_HELPER_WINDOWS} windows on each: its ratio is the "
+        "subject's windows with it over the mean of the subject's windows either side, over "
+        "the same for the control, so it is its cost over (b).", "",
         f"Steps ({len(inproc['b'])} rounds each):", ""] + head
     for key in STEP_KEYS:
         lines.append(f"| {key} | {names[key]} | " + " | ".join(ratio_cells(inproc[key])) + " |")
@@ -343,27 +366,20 @@ def inproc_report(inproc):
         lines.append(f"| {key} | {names[key]} | " + " | ".join(ratio_cells(inproc[key])) + " |")
 
     def against(key):
-        """A row against (a): its step over nothing's, times its cost over (b)."""
-        step = "b" if key in ON_HELPER_KEYS + ["b"] else key
+        """A row against (a): (b)'s step, times its cost over (b)."""
         over_b = med[key] if key in ON_HELPER_KEYS else {m: 1.0 for m in METRICS}
-        return {m: med[step][m] / med["none"][m] * over_b[m] for m in METRICS}
+        return {m: med["b"][m] * over_b[m] for m in METRICS}
 
     lines += [
-        "", "Against (a), no pydi (medians: a step's over nothing's; c, d, e also times "
-        "their cost over (b)):", "",
-        "| row | pydi | throughput ratio | p99 ratio | CPU per request ratio | target |",
+        "", "Against (a), no pydi (medians: (b)'s step; c, d, e times their cost over (b)):",
+        "", "| row | pydi | throughput ratio | p99 ratio | CPU per request ratio | target |",
         "|---|---|---|---|---|---|"]
-    for key in ["t", "b"] + ON_HELPER_KEYS:
+    for key in ["b"] + ON_HELPER_KEYS:
         v = against(key)
         lines.append(f"| {key} | {names[key]} | **{v['rps']:.3f}** | **{v['p99']:.3f}** | "
                      f"**{v['cpu_us']:.3f}** | {judged(key, (v['rps'], v['p99']))} |")
-    bt = {m: med["b"][m] / med["t"][m] for m in METRICS}
-    lines.append(f"| b ÷ t | (b) on a service that already runs a second thread: (b)'s step "
-                 f"over the idle thread's | **{bt['rps']:.3f}** | **{bt['p99']:.3f}** | "
-                 f"**{bt['cpu_us']:.3f}** | reported |")
-    t, b = against("t")["rps"], against("b")["rps"]
     floor = [x["rps"] for x in inproc["none"]]
-    return lines + ["", findings(t, b, bt["rps"], (min(floor), max(floor)))]
+    return lines + ["", findings(against("b")["rps"], (min(floor), max(floor)))]
 
 
 def report(ctx, results, started, load_start, warm_s, measure_s, inproc):

@@ -7,11 +7,9 @@ GET /items/{item_id}?q=... is the request path wrk drives; its handler
 called by a request: the "not on the request path" configuration probes it.
 Prints "port N" once uvicorn accepts connections; no access log (a log line
 per request would dominate what is measured). With BENCH_IDLE_THREAD=1 it
-starts one thread that only sleeps, as the helper's control thread does;
-SIGUSR1 starts one such thread while it runs.
+starts one thread that only sleeps, as the helper's control thread does.
 """
 import os
-import signal
 import sys
 import threading
 import time
@@ -46,7 +44,7 @@ class Server(uvicorn.Server):
         self.startup_done()
 
 
-def start_idle_thread(*_):
+def start_idle_thread():
     threading.Thread(target=time.sleep, args=(1e9,), daemon=True).start()
 
 
@@ -54,7 +52,6 @@ def main():
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 8000
     if os.environ.get("BENCH_IDLE_THREAD") == "1":
         start_idle_thread()
-    signal.signal(signal.SIGUSR1, start_idle_thread)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, workers=1,
                             access_log=False, log_level="warning", lifespan="off")
     Server(config).run()
