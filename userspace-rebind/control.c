@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "helper.h"
+#include "own_heap.h"
 
 /* Without a lease the thread sleeps until a command wakes it, or this long
  * (ms): a lease written with no command after it is still seen. */
@@ -65,10 +66,12 @@ static void
 run_locked(const char *cmd, size_t len)
 {
 	PyGILState_STATE gil = PyGILState_Ensure();
-	PyObject *reply = helper_dispatch(cmd, len);
+	PyObject *reply;
 	const char *text;
 	Py_ssize_t text_len;
 
+	own_heap_enter();
+	reply = helper_dispatch(cmd, len);
 	if (reply != NULL && (text = PyUnicode_AsUTF8AndSize(reply, &text_len))) {
 		set_reply(text, (size_t)text_len);
 	}
@@ -81,6 +84,7 @@ run_locked(const char *cmd, size_t len)
 		set_reply(failed, sizeof(failed) - 1);
 	}
 	Py_XDECREF(reply);
+	own_heap_leave();
 	PyGILState_Release(gil);
 }
 

@@ -12,6 +12,7 @@
 
 #include "helper.h"
 #include "hook.h"
+#include "own_heap.h"
 
 /* Exported: the agent finds it by symbol in the mapped helper. */
 __attribute__((visibility("default"), used))
@@ -67,14 +68,12 @@ load_boot_module(PyObject *native)
 		Py_DECREF(mod);
 		return NULL;
 	}
+	own_heap_enter();
 	code = Py_CompileString((const char *)pydi_boot_source,
 				"<pydi-bootstrap>", Py_file_input);
-	if (code == NULL) {
-		Py_DECREF(mod);
-		return NULL;
-	}
-	result = PyEval_EvalCode(code, dict, dict);
-	Py_DECREF(code);
+	result = code ? PyEval_EvalCode(code, dict, dict) : NULL;
+	Py_XDECREF(code);
+	own_heap_leave();
 	if (result == NULL) {
 		Py_DECREF(mod);
 		return NULL;
@@ -195,6 +194,7 @@ helper_after_fork(PyObject *self, PyObject *unused)
 	(void)self;
 	(void)unused;
 	hook_after_fork();
+	own_heap_after_fork();
 	err = control_after_fork();
 	if (err) {
 		errno = -err;
