@@ -157,7 +157,7 @@ ON_HELPER_KEYS = ["c", "d", "e"]
 WINDOW_S = 3
 STEP_WINDOWS = 4       # per service and side of a step; one window's noise is ±3 %
 ON_HELPER_WINDOWS = 2  # per service and side of c, d, e
-CYCLES_PER_RUN = 3     # each cycle is one round of each step
+CYCLES_PER_RUN = 2     # each cycle is one round of each step
 METRICS = ("rps", "p99", "cpu_us")
 
 
@@ -292,38 +292,43 @@ def judged(key, values):
 def findings(b, floor):
     """What (b) cost and costs: this run's throughput ratio of (b) against (a)
     and the min and max of nothing's rounds (floor); the rest was measured
-    earlier (2026-11-26: the runs named, and by hand)."""
+    earlier (2026-11-26: the runs and trees named, and by hand)."""
     verdict = (f"(b) misses 0.99 by {0.99 - b:.3f}, inside the spread of the rounds whose "
-               f"step is nothing ({floor[0]:.3f} – {floor[1]:.3f}): what is left of its cost "
-               "is not told apart from this machine's noise, and its cause, if it has one, is "
-               "open. " if b < 0.99 else
+               f"step is nothing ({floor[0]:.3f} – {floor[1]:.3f}). " if b < 0.99 else
                f"(b) meets 0.99; the rounds whose step is nothing range {floor[0]:.3f} – "
                f"{floor[1]:.3f}. ")
     return (
         f"In this run (b) costs {b:.3f} of throughput against (a). {verdict}"
-        "Earlier runs measured each round without a control service (a step's after / before "
-        "over the median of rounds whose step was nothing, which alone drifted by 0.975 – "
-        "1.055): at `95d42a5` (b) 0.970, (c) 0.970, (d) 0.963; at `3766a1d`, after the fix "
-        "below, (b) 0.983, (c) 0.985, (d) 0.985. Those runs also had a step that started "
-        "an idle thread in the service (no pydi): 1.003 and 0.992, so the helper's resident "
-        "thread is not (b)'s cost (an earlier guess, from a profile's 0.5 % more time in "
-        "glibc's malloc once a second thread exists, did not hold up). The cost found was "
-        "the helper's route walk: it read route objects' attributes through their "
-        "`__dict__`, and on 3.11 and 3.12 asking for a plain instance's `__dict__` moves "
-        "its inline attribute values into a new dict for good, after which every attribute "
-        "access on that object takes the interpreter's slower path (3 attribute loads in a "
-        "loop, by hand: 30 ms a million iterations on an untouched instance, 58 ms once its "
-        "`__dict__` had been read). One `pydi trace` on `off_path` left this service's "
-        "FastAPI app, router, its four Starlette Routes and the handler's Dependant with a "
-        "dict (gc's traversal tells the two apart), objects the service reads on every "
-        "request. The helper now reads an instance's own attributes the way the app's own "
-        "`obj.name` does, without creating its `__dict__` (`_own_attr` in "
-        "userspace-rebind/bootstrap.py), and `test_route_walk_leaves_instance_values_inline` "
-        "holds that for the route walks of FastAPI, Starlette, aiohttp, Flask and Django. "
-        "Earlier leads, kept for the record: the agent's uprobe links cost nothing "
-        "measurable (paired windows in one process, 8 pairs of 3 s, CPU per request with / "
-        "without: agent attached as in (b) 1.001 and 1.006, a no-op BPF uprobe attached by a "
-        "20-line libbpf loader 1.005, nothing 0.995).")
+        "What (b) cost before, and why. (1) At `95d42a5` (rounds without a control service, "
+        "a step's after / before over the median of rounds whose step was nothing, which "
+        "alone drifted by 0.975 – 1.055): (b) 0.970, (c) 0.970, (d) 0.963. The helper's "
+        "route walk read route objects' attributes through their `__dict__`, and on 3.11 "
+        "and 3.12 asking for a plain instance's `__dict__` moves its inline attribute values "
+        "into a new dict for good, after which every attribute access on it takes the slower "
+        "path (by hand: 30 ms a million iterations of 3 attribute loads on an untouched "
+        "instance, 58 ms once its `__dict__` had been read); one trace left this service's "
+        "FastAPI app, router, Routes and Dependant so. Fixed in `3766a1d` (`_own_attr` in "
+        "userspace-rebind/bootstrap.py; `test_route_walk_leaves_instance_values_inline`); "
+        "then (b) 0.983, (c) 0.985, (d) 0.985, and an idle thread started in the service "
+        "(no pydi) 1.003 and 0.992 in the two runs. (2) With a control service (this "
+        "design, by hand at `e189c87`): (b) 0.971 over 11 rounds (none above 0.985), "
+        "`pydi inject` alone 0.975 over 15 (none above 1.007), an idle thread 1.005, "
+        "the agent pinned off the service's CPU no better than unpinned: the cost came with "
+        "the helper, not its thread or the agent. Running the helper's bootstrap source "
+        "in the service without pydi cost about as much (0.965 – 0.985, one round 1.036), "
+        "and so did compiling it and dropping the code (median 0.970); building and "
+        "dropping 300,000 objects cost nothing (1.020, 1.019, 0.986). What the bootstrap "
+        "and each command leave behind (about 0.5 MB) landed in pymalloc, the allocator of "
+        "the app's own objects, scattered over the pools its request path uses. The helper "
+        "now allocates its objects from malloc while it works (userspace-rebind/"
+        "own_heap.c), and `test_helper_leaves_the_apps_pymalloc_pools_alone` holds that "
+        "pymalloc's bytes in use move by a few KB over an inject, a trace and its end "
+        "(before: +577,424 bytes on 3.11, +481,088 on 3.13, +489,424 on 3.14). By hand "
+        "after that fix, with a control: (b) 0.993, 1.049, 1.004, 1.000; `pydi inject` "
+        "alone 1.013, 0.975, 0.952, 1.026. Earlier leads, kept for the record: the agent's "
+        "uprobe links cost nothing measurable (paired windows in one process, CPU per "
+        "request with / without: agent attached 1.001 and 1.006, a no-op BPF uprobe 1.005, "
+        "nothing 0.995).")
 
 
 def ratio_cells(rs):
