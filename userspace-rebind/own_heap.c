@@ -50,7 +50,6 @@ static int looked_up;
 static int depth;
 static int swapped;
 static struct mem_allocator pymalloc[NDOMAINS];
-static int domains[NDOMAINS] = { 0, DOMAIN_MEM, DOMAIN_OBJ };
 
 static void *
 own_malloc(void *ctx, size_t size)
@@ -66,24 +65,51 @@ own_calloc(void *ctx, size_t nelem, size_t elsize)
 	return nelem && elsize ? calloc(nelem, elsize) : calloc(1, 1);
 }
 
+/* pymalloc's realloc and free take any block, its own or malloc's. Ours
+ * never read their ctx: a thread of an interpreter with its own GIL (3.12+)
+ * may read the allocator while it is being swapped, one field old, the next
+ * new, and pymalloc's own functions do not read it either. */
 static void *
-own_realloc(void *ctx, void *ptr, size_t new_size)
+realloc_in(int domain, void *ptr, size_t new_size)
 {
-	const struct mem_allocator *orig = &pymalloc[*(int *)ctx];
-
 	if (ptr == NULL) {
-		return own_malloc(ctx, new_size);
+		return malloc(new_size ? new_size : 1);
 	}
-	return orig->realloc(orig->ctx, ptr, new_size);
+	return pymalloc[domain].realloc(pymalloc[domain].ctx, ptr, new_size);
+}
+
+static void *
+own_realloc_mem(void *ctx, void *ptr, size_t new_size)
+{
+	(void)ctx;
+	return realloc_in(DOMAIN_MEM, ptr, new_size);
+}
+
+static void *
+own_realloc_obj(void *ctx, void *ptr, size_t new_size)
+{
+	(void)ctx;
+	return realloc_in(DOMAIN_OBJ, ptr, new_size);
 }
 
 static void
-own_free(void *ctx, void *ptr)
+own_free_mem(void *ctx, void *ptr)
 {
-	const struct mem_allocator *orig = &pymalloc[*(int *)ctx];
-
-	orig->free(orig->ctx, ptr);
+	(void)ctx;
+	pymalloc[DOMAIN_MEM].free(pymalloc[DOMAIN_MEM].ctx, ptr);
 }
+
+static void
+own_free_obj(void *ctx, void *ptr)
+{
+	(void)ctx;
+	pymalloc[DOMAIN_OBJ].free(pymalloc[DOMAIN_OBJ].ctx, ptr);
+}
+
+static const struct mem_allocator own[NDOMAINS] = {
+	[DOMAIN_MEM] = { NULL, own_malloc, own_calloc, own_realloc_mem, own_free_mem },
+	[DOMAIN_OBJ] = { NULL, own_malloc, own_calloc, own_realloc_obj, own_free_obj },
+};
 
 static int
 look_up(void)
@@ -104,7 +130,7 @@ is_ours(int domain)
 	struct mem_allocator now;
 
 	get_allocator(domain, &now);
-	return now.malloc == own_malloc && now.ctx == &domains[domain];
+	return now.free == own[domain].free;
 }
 
 void
@@ -120,12 +146,10 @@ own_heap_enter(void)
 		return;
 	}
 	for (int d = DOMAIN_MEM; d <= DOMAIN_OBJ; d++) {
-		struct mem_allocator own = {
-			&domains[d], own_malloc, own_calloc, own_realloc, own_free,
-		};
+		struct mem_allocator mine = own[d];
 
 		get_allocator(d, &pymalloc[d]);
-		set_allocator(d, &own);
+		set_allocator(d, &mine);
 	}
 	swapped = 1;
 }
