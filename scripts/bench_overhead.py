@@ -211,7 +211,7 @@ def on_helper(ctx, subject, control, shift):
             attached.close()
         warm(subject, control)
         after = paired_windows(subject, control, ON_HELPER_WINDOWS)
-        around = [{m: (b[m] + a[m]) / 2 for m in METRICS} for b, a in zip(base, after)]
+        around = [mean_of(pair) for pair in zip(base, after)]
         out[key] = over_control((during[0], around[0]), (during[1], around[1]))
         base = after
     return out

@@ -9,9 +9,9 @@
  *
  * How: while entered, the MEM and OBJ domains allocate with malloc (the RAW
  * domain's allocator whenever the allocator is plain pymalloc) and free,
- * reallocate through pymalloc's own functions. pymalloc hands
- * any block that is not in its arenas to PyMem_RawFree/RawRealloc (its own
- * blocks above 512 bytes are such blocks), so every object stays freeable by
+ * reallocate through pymalloc's own functions. pymalloc hands any block
+ * that is not in its arenas to PyMem_RawFree/RawRealloc (its own blocks
+ * above 512 bytes are such blocks), so every object stays freeable by
  * whoever frees it, whichever allocator is installed then. Only plain
  * pymalloc is swapped: debug hooks would reject a block without their
  * header, and tracemalloc would lose track. (sys.getallocatedblocks() then
@@ -73,7 +73,7 @@ static void *
 realloc_in(int domain, void *ptr, size_t new_size)
 {
 	if (ptr == NULL) {
-		return malloc(new_size ? new_size : 1);
+		return own_malloc(NULL, new_size);
 	}
 	return pymalloc[domain].realloc(pymalloc[domain].ctx, ptr, new_size);
 }
@@ -177,5 +177,4 @@ own_heap_after_fork(void)
 	 * running, so nothing is entered. */
 	depth = 1;
 	own_heap_leave();
-	depth = 0;
 }

@@ -18,8 +18,8 @@ APP = os.path.join(HERE, "targets", "lease_app.py")
 LEASE_S = 5
 
 
-def ask(target):
-    target.proc.stdin.write("state\n")
+def ask(target, command="state"):
+    target.proc.stdin.write(command + "\n")
     target.proc.stdin.flush()
     return json.loads(target.proc.stdout.readline())
 
@@ -125,9 +125,7 @@ def heap_growth(target):
 
 
 def ask_heap(target):
-    target.proc.stdin.write("heap\n")
-    target.proc.stdin.flush()
-    return json.loads(target.proc.stdout.readline())["pymalloc_bytes"]
+    return ask(target, "heap")["pymalloc_bytes"]
 
 
 def check_heap(target, where):
@@ -145,7 +143,7 @@ def test_helper_leaves_the_apps_pymalloc_pools_alone():
     """The helper's objects (its compiled bootstrap, what each command
     builds) come from malloc, not from the pools the app allocates from:
     left there, they scatter the app's hot objects (a FastAPI service served
-    2-3 % fewer requests after the bootstrap's compile alone)."""
+    about 2 % fewer requests after the bootstrap's compile alone)."""
     check_heap(spawn_host(HEAP_APP), "3.11")
 
 
