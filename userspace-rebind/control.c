@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -25,6 +26,14 @@ static char reply_buf[PYDI_REPLY_MAX];
 static pthread_t control_thread;
 static atomic_int stopping;
 static int thread_running;
+
+/* A job the thread runs before it serves any command (see control_start). */
+static struct {
+	int (*fn)(void);
+	int failed;
+	PyObject *type, *value, *traceback;	/* what fn raised */
+	sem_t done;
+} first;
 
 static void
 post(int fd)
@@ -141,12 +150,28 @@ sleep_ms(void)
 	return ms < CONTROL_IDLE_MS ? (int)ms : CONTROL_IDLE_MS;
 }
 
+static void
+run_first(void)
+{
+	PyGILState_STATE gil = PyGILState_Ensure();
+
+	first.failed = first.fn() < 0;
+	if (first.failed) {
+		PyErr_Fetch(&first.type, &first.value, &first.traceback);
+	}
+	PyGILState_Release(gil);
+	sem_post(&first.done);
+}
+
 static void *
 control_main(void *arg)
 {
 	struct pollfd wake = { .fd = pydi_helper_state.wake_fd, .events = POLLIN };
 
 	(void)arg;
+	if (first.fn != NULL) {
+		run_first();
+	}
 	while (!atomic_load(&stopping)) {
 		int n = poll(&wake, 1, sleep_ms());
 
@@ -184,8 +209,40 @@ open_eventfds(void)
 	return 0;
 }
 
+static void
+close_eventfds(void)
+{
+	close(pydi_helper_state.wake_fd);
+	close(pydi_helper_state.done_fd);
+	pydi_helper_state.wake_fd = pydi_helper_state.done_fd = -1;
+}
+
+/* Stop the thread and wait for it; the caller holds the GIL. */
+static void
+join_thread(void)
+{
+	atomic_store(&stopping, 1);
+	post(pydi_helper_state.wake_fd);
+	/* The thread may be waiting for the GIL to finish a command. */
+	Py_BEGIN_ALLOW_THREADS
+	pthread_join(control_thread, NULL);
+	Py_END_ALLOW_THREADS
+	thread_running = 0;
+	close_eventfds();
+}
+
+/* The caller holds the GIL; the thread needs it for the first job. */
+static void
+wait_first(void)
+{
+	Py_BEGIN_ALLOW_THREADS
+	while (sem_wait(&first.done) < 0 && errno == EINTR) {
+	}
+	Py_END_ALLOW_THREADS
+}
+
 int
-control_start(void)
+control_start(int (*first_fn)(void))
 {
 	sigset_t all, old;
 	int err;
@@ -202,18 +259,28 @@ control_start(void)
 		return err;
 	}
 	atomic_store(&stopping, 0);
+	first.fn = first_fn;
+	sem_init(&first.done, 0, 0);
 	/* The thread must never take the app's signals. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	err = -pthread_create(&control_thread, NULL, control_main, NULL);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (err) {
-		close(pydi_helper_state.wake_fd);
-		close(pydi_helper_state.done_fd);
-		pydi_helper_state.wake_fd = pydi_helper_state.done_fd = -1;
+		close_eventfds();
 		return err;
 	}
 	thread_running = 1;
+	if (first_fn != NULL) {
+		wait_first();
+		first.fn = NULL;
+		if (first.failed) {
+			join_thread();
+			PyErr_Restore(first.type, first.value, first.traceback);
+			first.type = first.value = first.traceback = NULL;
+			return -ECANCELED;
+		}
+	}
 	pydi_helper_state.status = PYDI_HELPER_READY;
 	return 0;
 }
@@ -224,16 +291,7 @@ control_stop(void)
 	if (!thread_running) {
 		return;
 	}
-	atomic_store(&stopping, 1);
-	post(pydi_helper_state.wake_fd);
-	/* The thread may be waiting for the GIL to finish a command. */
-	Py_BEGIN_ALLOW_THREADS
-	pthread_join(control_thread, NULL);
-	Py_END_ALLOW_THREADS
-	thread_running = 0;
-	close(pydi_helper_state.wake_fd);
-	close(pydi_helper_state.done_fd);
-	pydi_helper_state.wake_fd = pydi_helper_state.done_fd = -1;
+	join_thread();
 	pydi_helper_state.status = PYDI_HELPER_STOPPED;
 }
 
@@ -246,8 +304,7 @@ control_after_fork(void)
 		return 0;
 	}
 	thread_running = 0;
-	close(pydi_helper_state.wake_fd);
-	close(pydi_helper_state.done_fd);
+	close_eventfds();
 	pydi_helper_state.status = PYDI_HELPER_LOADING;
-	return control_start();
+	return control_start(NULL);
 }

@@ -28,6 +28,7 @@ extern const unsigned char pydi_boot_source[];
 extern const size_t pydi_boot_source_len;
 
 static PyObject *boot_module;	/* _pydi_boot, never in sys.modules */
+static PyObject *native_module;	/* this module, while _start loads _pydi_boot */
 
 /*
  * Hook point: BPF uprobes attach here. It is written in assembly so that its
@@ -80,6 +81,17 @@ load_boot_module(PyObject *native)
 	}
 	Py_DECREF(result);
 	return mod;
+}
+
+/* control_start's first job: _pydi_boot is compiled and run on the control
+ * thread. Compiling its source leaves ~8 MB of parser memory in the
+ * allocating thread's malloc arena, freed but scattered: in the app's main
+ * arena it would move where the app's own large blocks land. */
+static int
+load_on_control_thread(void)
+{
+	boot_module = load_boot_module(native_module);
+	return boot_module != NULL ? 0 : -1;
 }
 
 PyObject *
@@ -145,6 +157,7 @@ register_hook(PyObject *self, const char *module, const char *func,
 static PyObject *
 helper_start(PyObject *self, PyObject *args)
 {
+	static int hooks_registered;
 	unsigned long long page = 0;
 	int err;
 
@@ -158,18 +171,22 @@ helper_start(PyObject *self, PyObject *args)
 	    && pydi_helper_state.pid == getpid()) {
 		Py_RETURN_NONE;
 	}
-	if (boot_module == NULL) {
-		boot_module = load_boot_module(self);
-		if (boot_module == NULL) {
-			return NULL;
-		}
+	/* Once, before anything can fail half-way: _stop and _after_fork are
+	 * no-ops until the control thread runs. */
+	if (!hooks_registered) {
 		if (register_hook(self, "atexit", "register", NULL, "_stop") < 0
 		    || register_hook(self, "posix", "register_at_fork",
 				     "after_in_child", "_after_fork") < 0) {
 			return NULL;
 		}
+		hooks_registered = 1;
 	}
-	err = control_start();
+	native_module = self;
+	err = control_start(boot_module == NULL ? load_on_control_thread : NULL);
+	native_module = NULL;
+	if (err == -ECANCELED) {
+		return NULL;
+	}
 	if (err) {
 		errno = -err;
 		return PyErr_SetFromErrno(PyExc_OSError);

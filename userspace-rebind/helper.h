@@ -24,8 +24,13 @@ now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* Start the control thread (eventfds included): 0 or -errno. */
-int control_start(void);
+/* Start the control thread (eventfds included): 0 or -errno. With first, the
+ * thread runs it under the GIL before any command while the caller (GIL
+ * held) waits with the GIL released: what first allocates lands in the
+ * thread's own malloc arena, not the app's main one. first returns 0, or -1
+ * with an exception: control_start then stops the thread, sets that
+ * exception on the caller's thread and returns -ECANCELED. */
+int control_start(int (*first)(void));
 /* Stop it and wait for it; call with the GIL held (it is released while
  * waiting). */
 void control_stop(void);

@@ -1,7 +1,9 @@
 """Target for the heap test: a thread calls price() every 10 ms; stdin
 commands, one per line:
-  heap -> JSON {"pymalloc_bytes": bytes in pymalloc's allocated blocks}
+  heap -> JSON {"pymalloc_bytes": bytes in pymalloc's allocated blocks,
+                "main_arena_bytes": bytes glibc's main malloc arena spans}
 EOF on stdin exits."""
+import ctypes
 import json
 import os
 import re
@@ -39,8 +41,26 @@ def pymalloc_bytes():
                .group(1).replace(",", ""))
 
 
+def main_arena_bytes():
+    """From malloc_info(): the first heap listed is the main arena, the one
+    the main thread (this one, and the one pydi injects into) allocates from."""
+    libc = ctypes.CDLL(None)
+    libc.fopen.restype = ctypes.c_void_p
+    libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    with tempfile.NamedTemporaryFile(mode="r") as out:
+        fp = libc.fopen(out.name.encode(), b"w")
+        libc.malloc_info(0, fp)
+        libc.fclose(fp)
+        text = out.read()
+    heap = re.search(r'<heap nr="0">.*?</heap>', text, re.S).group(0)
+    return int(re.search(r'<system type="current" size="(\d+)"/>', heap).group(1))
+
+
 threading.Thread(target=worker, daemon=True).start()
 print("ready", flush=True)
 for line in sys.stdin:
     if line.strip() == "heap":
-        print(json.dumps({"pymalloc_bytes": pymalloc_bytes()}), flush=True)
+        print(json.dumps({"pymalloc_bytes": pymalloc_bytes(),
+                          "main_arena_bytes": main_arena_bytes()}), flush=True)
