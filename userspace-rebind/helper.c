@@ -7,6 +7,8 @@
  * talks to through helper memory and eventfds (see helper_abi.h).
  */
 #include <errno.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -54,10 +56,89 @@ __asm__(".text\n"
 	"\tret\n"
 	".size pydi_hook_event, .-pydi_hook_event\n");
 
+/*
+ * The bootstrap is compiled a top-level chunk at a time: the parser needs
+ * about 60 bytes per byte of source, all of it held until the compile ends,
+ * so at once the whole ~140 KB took ~8 MB that the allocator keeps (the
+ * bootstrap's live objects sit above it); in chunks the peak is the largest
+ * chunk's and each chunk reuses what the last freed.
+ */
+#define BOOT_CHUNK_MIN (8u << 10)
+
+static int
+opens_top_level_def(const char *line)
+{
+	return strncmp(line, "def ", 4) == 0 || strncmp(line, "class ", 6) == 0
+	       || strncmp(line, "async def ", 10) == 0 || line[0] == '@';
+}
+
+/* Where the chunk that starts at from ends: at least BOOT_CHUNK_MIN bytes
+ * on, before a top-level def, class or decorator after a blank line (such a
+ * line cannot be inside a bracket; inside a string it would cut the string
+ * and fail every load, so no test would pass). */
+static size_t
+chunk_end(const char *src, size_t len, size_t from)
+{
+	size_t at = from + BOOT_CHUNK_MIN;
+
+	while (at < len) {
+		const char *nl = memchr(src + at, '\n', len - at);
+
+		if (nl == NULL) {
+			break;
+		}
+		at = (size_t)(nl - src) + 1;	/* the next line's start */
+		if (at < len && src[at - 2] == '\n' && opens_top_level_def(src + at)) {
+			return at;
+		}
+	}
+	return len;
+}
+
+static size_t
+count_lines(const char *text, size_t len)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		n += text[i] == '\n';
+	}
+	return n;
+}
+
+/* Compile and run src[from, end) in dict; `lines` blank lines before it
+ * keep tracebacks' line numbers those of bootstrap.py. */
+static int
+run_chunk(PyObject *dict, const char *src, size_t from, size_t end,
+	  size_t lines)
+{
+	char *text = malloc(lines + (end - from) + 1);
+	PyObject *code, *result;
+	int ok;
+
+	if (text == NULL) {
+		PyErr_NoMemory();
+		return -1;
+	}
+	memset(text, '\n', lines);
+	memcpy(text + lines, src + from, end - from);
+	text[lines + (end - from)] = '\0';
+	code = Py_CompileString(text, "<pydi-bootstrap>", Py_file_input);
+	free(text);
+	result = code ? PyEval_EvalCode(code, dict, dict) : NULL;
+	Py_XDECREF(code);
+	ok = result != NULL;
+	Py_XDECREF(result);
+	return ok ? 0 : -1;
+}
+
 static PyObject *
 load_boot_module(PyObject *native)
 {
-	PyObject *mod, *dict, *code, *result;
+	const char *src = (const char *)pydi_boot_source;
+	size_t len = pydi_boot_source_len, from = 0, lines = 0;
+	PyObject *mod, *dict;
+	int err = 0;
 
 	mod = PyModule_New("_pydi_boot");
 	if (mod == NULL) {
@@ -70,23 +151,25 @@ load_boot_module(PyObject *native)
 		return NULL;
 	}
 	own_heap_enter();
-	code = Py_CompileString((const char *)pydi_boot_source,
-				"<pydi-bootstrap>", Py_file_input);
-	result = code ? PyEval_EvalCode(code, dict, dict) : NULL;
-	Py_XDECREF(code);
+	while (!err && from < len) {
+		size_t end = chunk_end(src, len, from);
+
+		err = run_chunk(dict, src, from, end, lines);
+		lines += count_lines(src + from, end - from);
+		from = end;
+	}
 	own_heap_leave();
-	if (result == NULL) {
+	if (err) {
 		Py_DECREF(mod);
 		return NULL;
 	}
-	Py_DECREF(result);
 	return mod;
 }
 
 /* control_start's first job: _pydi_boot is compiled and run on the control
- * thread. Compiling its source leaves ~8 MB of parser memory in the
- * allocating thread's malloc arena, freed but scattered: in the app's main
- * arena it would move where the app's own large blocks land. */
+ * thread. What the compile leaves in the allocating thread's malloc arena
+ * (parser memory, freed but scattered; ~8 MB compiled at once) would, in
+ * the app's main arena, move where the app's own large blocks land. */
 static int
 load_on_control_thread(void)
 {

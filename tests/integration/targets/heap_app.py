@@ -1,7 +1,8 @@
 """Target for the heap test: a thread calls price() every 10 ms; stdin
 commands, one per line:
   heap -> JSON {"pymalloc_bytes": bytes in pymalloc's allocated blocks,
-                "main_arena_bytes": bytes glibc's main malloc arena spans}
+                "main_arena_bytes": bytes glibc's main malloc arena spans,
+                "arenas_bytes": bytes all of glibc's malloc arenas span}
 EOF on stdin exits."""
 import ctypes
 import json
@@ -41,9 +42,10 @@ def pymalloc_bytes():
                .group(1).replace(",", ""))
 
 
-def main_arena_bytes():
-    """From malloc_info(): the first heap listed is the main arena, the one
-    the main thread (this one, and the one pydi injects into) allocates from."""
+def arena_bytes():
+    """From malloc_info(): the bytes each of glibc's malloc arenas spans; the
+    first is the main arena, the one the main thread (this one, and the one
+    pydi injects into) allocates from."""
     libc = ctypes.CDLL(None)
     libc.fopen.restype = ctypes.c_void_p
     libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
@@ -54,13 +56,14 @@ def main_arena_bytes():
         libc.malloc_info(0, fp)
         libc.fclose(fp)
         text = out.read()
-    heap = re.search(r'<heap nr="0">.*?</heap>', text, re.S).group(0)
-    return int(re.search(r'<system type="current" size="(\d+)"/>', heap).group(1))
+    return [int(size) for size in re.findall(
+        r'<heap nr="\d+">.*?<system type="current" size="(\d+)"/>', text, re.S)]
 
 
 threading.Thread(target=worker, daemon=True).start()
 print("ready", flush=True)
 for line in sys.stdin:
     if line.strip() == "heap":
-        print(json.dumps({"pymalloc_bytes": pymalloc_bytes(),
-                          "main_arena_bytes": main_arena_bytes()}), flush=True)
+        arenas = arena_bytes()
+        print(json.dumps({"pymalloc_bytes": pymalloc_bytes(), "main_arena_bytes": arenas[0],
+                          "arenas_bytes": sum(arenas)}), flush=True)
