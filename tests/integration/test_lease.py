@@ -123,8 +123,8 @@ ARENAS_SLACK = 4 * 1024 * 1024
 
 
 def heap_growth(target):
-    """pymalloc's bytes in use and the main arena's span, before and after a
-    trace's whole life: how much each grew."""
+    """How much each of heap_app's figures (pymalloc's bytes in use, the main
+    arena's span, all arenas' span) grew over a trace's whole life."""
     before = ask(target, "heap")
     trace = start_trace(target.pid)
     trace.terminate()
