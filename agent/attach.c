@@ -21,8 +21,7 @@
 
 #define COMMAND_TIMEOUT_MS	10000
 
-int attach_open(struct attached_proc *ap, pid_t pid, struct probe_engine *pe,
-		char *err, size_t err_len)
+int attach_open_proc(struct attached_proc *ap, pid_t pid, char *err, size_t err_len)
 {
 	uint64_t start_time;
 	int ret;
@@ -45,7 +44,15 @@ int attach_open(struct attached_proc *ap, pid_t pid, struct probe_engine *pe,
 		set_err(err, err_len, "pid %d: %s", pid, ap->pp.reason);
 		return -EMEDIUMTYPE;
 	}
-	return probe_engine_add_process(pe, &ap->pp, err, err_len);
+	return 0;
+}
+
+int attach_open(struct attached_proc *ap, pid_t pid, struct probe_engine *pe,
+		char *err, size_t err_len)
+{
+	int ret = attach_open_proc(ap, pid, err, err_len);
+
+	return ret ? ret : probe_engine_add_process(pe, &ap->pp, err, err_len);
 }
 
 /*
@@ -72,25 +79,39 @@ static void tell_frame_offsets(struct attached_proc *ap)
 			     &known, sizeof(known));
 }
 
-int attach_inject(struct attached_proc *ap, struct probe_engine *pe,
-		  uint64_t lease_ms, char *err, size_t err_len)
+int attach_inject_helper(struct attached_proc *ap, uint64_t lease_ms, char *err,
+			 size_t err_len)
 {
-	struct pyprobe_layout lay;
-	int ret;
+	int ret = inject_helper(&ap->pp, &ap->hc, &ap->inject, err, err_len);
 
-	ret = inject_helper(&ap->pp, &ap->hc, &ap->inject, err, err_len);
 	if (ret)
 		return ret;
 	ap->injected = true;
-	ret = probe_engine_attach_hook(pe, &ap->hc, err, err_len);
+	tell_frame_offsets(ap);
+	attach_renew_lease(ap, lease_ms);
+	return 0;
+}
+
+int attach_hook_uprobe(struct attached_proc *ap, struct probe_engine *pe, int event_fd,
+		       char *err, size_t err_len)
+{
+	struct pyprobe_layout lay;
+	int ret = probe_engine_attach_hook(pe, &ap->hc, event_fd, err, err_len);
+
 	if (ret)
 		return ret;
 	/* The True singleton's address tells bools apart in decoding. */
 	if (probe_engine_get_layout(pe, ap->pp.pid, &lay) == 0)
 		ap->snap.true_addr = lay.true_addr;
-	tell_frame_offsets(ap);
-	attach_renew_lease(ap, lease_ms);
 	return 0;
+}
+
+int attach_inject(struct attached_proc *ap, struct probe_engine *pe,
+		  uint64_t lease_ms, char *err, size_t err_len)
+{
+	int ret = attach_inject_helper(ap, lease_ms, err, err_len);
+
+	return ret ? ret : attach_hook_uprobe(ap, pe, -1, err, err_len);
 }
 
 bool attach_alive(const struct attached_proc *ap)
@@ -109,7 +130,8 @@ void attach_close(struct attached_proc *ap, struct probe_engine *pe)
 {
 	attach_renew_lease(ap, 0);
 	if (ap->opened) {
-		probe_engine_remove_process(pe, ap->pp.pid);
+		if (pe)
+			probe_engine_remove_process(pe, ap->pp.pid);
 		snapshot_target_free(&ap->snap);
 		pyproc_close(&ap->pp);
 	}
@@ -200,13 +222,18 @@ bool attach_slot_free(struct attached_proc *ap, uint32_t slot)
 	return attach_read_gate(ap, slot, &gate) == -ENOENT || !gate.armed;
 }
 
-void attach_reset_slot(struct attached_proc *ap, struct probe_engine *pe,
-		       uint32_t slot)
+static void reset_gate(struct attached_proc *ap, uint32_t slot)
 {
 	struct pydi_gate gate = { 0 };
 
 	if (ap->injected && ap->hc.state.gates && attach_alive(ap))
 		pt_write_mem(ap->pp.pid, gate_addr(ap, slot), &gate, sizeof(gate));
+}
+
+void attach_reset_slot(struct attached_proc *ap, struct probe_engine *pe,
+		       uint32_t slot)
+{
+	reset_gate(ap, slot);
 	probe_engine_reset_stats(pe, slot);
 }
 
@@ -310,14 +337,12 @@ static int set_keys(struct attached_proc *ap, struct probe_engine *pe,
 	return 0;
 }
 
-int hooked_probe_attach(struct attached_proc *ap, struct probe_engine *pe,
-			const struct probe_spec *spec, uint32_t slot,
-			struct hooked_probe *hp, const char **cause, char *err,
-			size_t err_len)
+int hooked_probe_hook(struct attached_proc *ap, const struct probe_spec *spec,
+		      uint32_t slot, struct hooked_probe *hp, const char **cause,
+		      char *err, size_t err_len)
 {
 	json_t *reply, *events, *first;
 	const char *mech;
-	int ret;
 
 	memset(hp, 0, sizeof(*hp));
 	hp->slot = slot;
@@ -325,7 +350,7 @@ int hooked_probe_attach(struct attached_proc *ap, struct probe_engine *pe,
 	hp->spec = *spec;
 	hp->spec.probe_id = hp->spec.target = NULL;
 	*cause = "RUNTIME_ERROR";
-	attach_reset_slot(ap, pe, slot);
+	reset_gate(ap, slot);
 	events = spec->line_probe ? json_pack("[s]", "line") :
 				    json_pack("[s,s,s]", "entry", "return", "exception");
 	reply = attach_command(ap, json_pack("{s:s,s:s,s:i,s:s,s:o}", "cmd", "hook",
@@ -368,13 +393,32 @@ int hooked_probe_attach(struct attached_proc *ap, struct probe_engine *pe,
 	snprintf(hp->file, sizeof(hp->file), "%s",
 		 json_string_value(json_object_get(first, "file")) ?: "");
 	hp->line = spec->line_probe ? (int)json_integer_value(json_object_get(first, "line")) : 0;
-	ret = set_keys(ap, pe, spec, hp);
+	return 0;
+}
+
+int hooked_probe_arm(struct attached_proc *ap, struct probe_engine *pe,
+		     struct hooked_probe *hp, char *err, size_t err_len)
+{
+	int ret;
+
+	probe_engine_reset_stats(pe, hp->slot);
+	ret = set_keys(ap, pe, &hp->spec, hp);
 	if (ret) {
 		set_err(err, err_len, "updating the probe map: %s", strerror(-ret));
 		return ret;
 	}
-	attach_set_gate(ap, slot, true, 0);
+	attach_set_gate(ap, hp->slot, true, 0);
 	return 0;
+}
+
+int hooked_probe_attach(struct attached_proc *ap, struct probe_engine *pe,
+			const struct probe_spec *spec, uint32_t slot,
+			struct hooked_probe *hp, const char **cause, char *err,
+			size_t err_len)
+{
+	int ret = hooked_probe_hook(ap, spec, slot, hp, cause, err, err_len);
+
+	return ret ? ret : hooked_probe_arm(ap, pe, hp, err, err_len);
 }
 
 void hooked_probe_detach(struct attached_proc *ap, struct probe_engine *pe,
@@ -383,7 +427,9 @@ void hooked_probe_detach(struct attached_proc *ap, struct probe_engine *pe,
 	char err[256];
 	json_t *reply;
 
-	attach_set_gate(ap, hp->slot, false, 0);
+	/* Not hooked: the slot may be another pydi's. */
+	if (hp->hooked)
+		attach_set_gate(ap, hp->slot, false, 0);
 	if (hp->keys)
 		remove_keys(ap, pe, hp);
 	if (hp->hooked) {

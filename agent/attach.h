@@ -34,6 +34,18 @@ int attach_open(struct attached_proc *ap, pid_t pid, struct probe_engine *pe,
 /* Load the helper (or reuse it), attach the hook uprobe, set the lease. */
 int attach_inject(struct attached_proc *ap, struct probe_engine *pe,
 		  uint64_t lease_ms, char *err, size_t err_len);
+
+/*
+ * The same in steps that need no BPF (open_proc, inject_helper) and steps
+ * that do (probe_engine_add_process, hook_uprobe), so that a caller can
+ * verify pyprobe meanwhile. hook_uprobe takes event_fd (-1: create it).
+ */
+int attach_open_proc(struct attached_proc *ap, pid_t pid, char *err, size_t err_len);
+int attach_inject_helper(struct attached_proc *ap, uint64_t lease_ms, char *err,
+			 size_t err_len);
+int attach_hook_uprobe(struct attached_proc *ap, struct probe_engine *pe, int event_fd,
+		       char *err, size_t err_len);
+
 /*
  * Still the process we opened? A pid is reused once its process is gone;
  * every write into the target and every decoded capture is checked against
@@ -102,6 +114,12 @@ int hooked_probe_attach(struct attached_proc *ap, struct probe_engine *pe,
 			const struct probe_spec *spec, uint32_t slot,
 			struct hooked_probe *hp, const char **cause, char *err,
 			size_t err_len);
+/* The same in two steps: the helper's hook command, then keys and gate. */
+int hooked_probe_hook(struct attached_proc *ap, const struct probe_spec *spec,
+		      uint32_t slot, struct hooked_probe *hp, const char **cause,
+		      char *err, size_t err_len);
+int hooked_probe_arm(struct attached_proc *ap, struct probe_engine *pe,
+		     struct hooked_probe *hp, char *err, size_t err_len);
 /* Disarm, remove the BPF keys, unhook (best effort: the lease remains). */
 void hooked_probe_detach(struct attached_proc *ap, struct probe_engine *pe,
 			 const char *probe_id, struct hooked_probe *hp);

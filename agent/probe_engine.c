@@ -4,6 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <linux/perf_event.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <bpf/libbpf.h>
 #include <bpf/bpf.h>
 
@@ -47,8 +51,8 @@ static int quiet_print(enum libbpf_print_level level, const char *fmt,
 }
 
 int probe_engine_open(struct probe_engine **out, size_t ringbuf_bytes,
-		      probe_event_fn on_event, void *ctx, char *err,
-		      size_t err_len)
+		      bool eval_frame, probe_event_fn on_event, void *ctx,
+		      char *err, size_t err_len)
 {
 	struct probe_engine *pe = calloc(1, sizeof(*pe));
 	int ret;
@@ -71,6 +75,9 @@ int probe_engine_open(struct probe_engine **out, size_t ringbuf_bytes,
 	}
 	if (ringbuf_bytes)
 		bpf_map__set_max_entries(pe->skel->maps.events, ringbuf_bytes);
+	/* Each program costs the verifier ~6 ms; a mode needs only its own. */
+	bpf_program__set_autoload(pe->skel->progs.pydi_hook, !eval_frame);
+	bpf_program__set_autoload(pe->skel->progs.pydi_eval_frame, eval_frame);
 	ret = pyprobe__load(pe->skel);
 	if (ret) {
 		snprintf(err, err_len, "loading the BPF program: %s%s", strerror(-ret),
@@ -234,6 +241,11 @@ static int attach(struct probe_engine *pe, struct bpf_program *prog, pid_t pid,
 		snprintf(err, err_len, "too many attached processes");
 		return -ENOSPC;
 	}
+	if (bpf_program__fd(prog) < 0) {
+		snprintf(err, err_len, "BPF program %s is not loaded in this mode",
+			 bpf_program__name(prog));
+		return -EINVAL;
+	}
 	link = bpf_program__attach_uprobe_opts(prog, pid, path, offset, &opts);
 	if (!link) {
 		int ret = -errno;
@@ -247,17 +259,74 @@ static int attach(struct probe_engine *pe, struct bpf_program *prog, pid_t pid,
 	return 0;
 }
 
-int probe_engine_attach_hook(struct probe_engine *pe,
-			     const struct helper_client *hc, char *err,
-			     size_t err_len)
+static int uprobe_pmu_type(void)
 {
+	static int type = -1;
+	FILE *f;
+
+	if (type >= 0)
+		return type;
+	f = fopen("/sys/bus/event_source/devices/uprobe/type", "re");
+	if (!f)
+		return -errno;
+	if (fscanf(f, "%d", &type) != 1)
+		type = -1;
+	fclose(f);
+	return type >= 0 ? type : -EINVAL;
+}
+
+int probe_engine_open_hook_event(const struct helper_client *hc, char *err,
+				 size_t err_len)
+{
+	struct perf_event_attr attr = { .size = sizeof(attr) };
+	int type = uprobe_pmu_type(), fd;
 	char path[96];
 
+	if (type < 0) {
+		snprintf(err, err_len, "the kernel has no uprobe PMU: %s", strerror(-type));
+		return type;
+	}
 	/* The helper's memfd, named by the kernel's own map_files link. */
 	snprintf(path, sizeof(path), "/proc/%d/map_files/%llx-%llx", hc->pid,
 		 (unsigned long long)hc->map_start, (unsigned long long)hc->map_end);
-	return attach(pe, pe->skel->progs.pydi_hook, hc->pid, path,
-		      hc->hook_file_offset, err, err_len);
+	attr.type = (__u32)type;
+	attr.config1 = (__u64)(uintptr_t)path;
+	attr.config2 = hc->hook_file_offset;
+	fd = (int)syscall(SYS_perf_event_open, &attr, hc->pid, -1, -1, PERF_FLAG_FD_CLOEXEC);
+	if (fd < 0) {
+		fd = -errno;
+		snprintf(err, err_len, "pid %d: creating the uprobe on %s+0x%llx: %s", hc->pid,
+			 path, (unsigned long long)hc->hook_file_offset, strerror(-fd));
+	}
+	return fd;
+}
+
+int probe_engine_attach_hook(struct probe_engine *pe, const struct helper_client *hc,
+			     int event_fd, char *err, size_t err_len)
+{
+	struct bpf_link *link;
+
+	if (event_fd < 0)
+		event_fd = probe_engine_open_hook_event(hc, err, err_len);
+	if (event_fd < 0)
+		return event_fd;
+	if (pe->nlinks == MAX_LINKS) {
+		close(event_fd);
+		snprintf(err, err_len, "too many attached processes");
+		return -ENOSPC;
+	}
+	link = bpf_program__attach_perf_event(pe->skel->progs.pydi_hook, event_fd);
+	if (!link) {
+		int ret = -errno;
+
+		close(event_fd);
+		snprintf(err, err_len, "pid %d: attaching BPF to the helper's uprobe: %s",
+			 hc->pid, strerror(-ret));
+		return ret;
+	}
+	pe->links[pe->nlinks].pid = hc->pid;
+	pe->links[pe->nlinks++].link = link;
+	return 0;
 }
 
 int probe_engine_attach_eval_frame(struct probe_engine *pe, struct pyproc *pp,

@@ -20,9 +20,13 @@ struct probe_engine;
 typedef int (*probe_event_fn)(void *ctx, const struct pyprobe_capture *cap,
 			      size_t size);
 
+/*
+ * Load pyprobe with the program one mode attaches: the helper's hook, or
+ * with eval_frame (--no-inject) the interpreter's _PyEval_EvalFrameDefault.
+ */
 int probe_engine_open(struct probe_engine **out, size_t ringbuf_bytes,
-		      probe_event_fn on_event, void *ctx, char *err,
-		      size_t err_len);
+		      bool eval_frame, probe_event_fn on_event, void *ctx,
+		      char *err, size_t err_len);
 void probe_engine_close(struct probe_engine *pe);
 
 /* Describe pp's layouts to BPF (needed before any of its probes fire). */
@@ -32,10 +36,16 @@ int probe_engine_get_layout(struct probe_engine *pe, pid_t pid,
 			    struct pyprobe_layout *lay);
 void probe_engine_remove_process(struct probe_engine *pe, pid_t pid);
 
-/* Attach the hook uprobe to the helper loaded in hc's process. */
-int probe_engine_attach_hook(struct probe_engine *pe,
-			     const struct helper_client *hc, char *err,
-			     size_t err_len);
+/*
+ * The uprobe on the helper's hook in hc's process, as a perf event fd (or
+ * -errno). Creating it waits for the kernel (an RCU grace period, ~10 ms)
+ * but needs no BPF, so it may run while pyprobe is being verified.
+ */
+int probe_engine_open_hook_event(const struct helper_client *hc, char *err,
+				 size_t err_len);
+/* Attach pydi_hook to that event (taking event_fd; -1: create it now). */
+int probe_engine_attach_hook(struct probe_engine *pe, const struct helper_client *hc,
+			     int event_fd, char *err, size_t err_len);
 /* --no-inject: attach to the interpreter's _PyEval_EvalFrameDefault. */
 int probe_engine_attach_eval_frame(struct probe_engine *pe, struct pyproc *pp,
 				   char *err, size_t err_len);

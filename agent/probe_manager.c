@@ -1226,7 +1226,8 @@ int pm_open(struct probe_manager **out, const struct pm_opts *o, char *err,
 	pm->o = *o;
 	pm->failed = json_object();
 	pm->last_sweep_ns = monotonic_ns();
-	ret = probe_engine_open(&pm->engine, o->ringbuf_bytes, on_capture, pm, err, err_len);
+	ret = probe_engine_open(&pm->engine, o->ringbuf_bytes, false, on_capture, pm,
+				err, err_len);
 	if (ret) {
 		json_decref(pm->failed);
 		free(pm);

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,7 +56,17 @@ static struct trace_env {
 		    .max_fields = 20, .max_frames = 20 },
 };
 
+/* Work a thread does while the main thread talks to the target. */
+struct side_job {
+	pthread_t thread;
+	bool running;
+	int ret;
+	char err[512];
+};
+
 struct trace {
+	struct side_job load;		/* pyprobe through the verifier */
+	struct side_job uprobe;		/* the helper's uprobe: ret is its fd */
 	struct attached_proc ap;
 	struct hooked_probe hp;
 	struct probe_spec spec;
@@ -346,6 +357,78 @@ static int parse_limits(const char *arg)
 	return ret;
 }
 
+/* --- attaching ------------------------------------------------------------ */
+
+static void *load_engine(void *arg)
+{
+	struct trace *tr = arg;
+
+	tr->load.ret = probe_engine_open(&tr->engine, RINGBUF_BYTES, env.no_inject, on_capture,
+					 tr, tr->load.err, sizeof(tr->load.err));
+	return NULL;
+}
+
+static void *open_hook_event(void *arg)
+{
+	struct trace *tr = arg;
+
+	tr->uprobe.ret = probe_engine_open_hook_event(&tr->ap.hc, tr->uprobe.err,
+						      sizeof(tr->uprobe.err));
+	return NULL;
+}
+
+/* Without a thread the job runs here: slower, never wrong. */
+static void side_start(struct side_job *job, void *(*fn)(void *), struct trace *tr)
+{
+	job->running = pthread_create(&job->thread, NULL, fn, tr) == 0;
+	if (!job->running)
+		fn(tr);
+}
+
+static int side_join(struct side_job *job)
+{
+	if (job->running)
+		pthread_join(job->thread, NULL);
+	job->running = false;
+	return job->ret;
+}
+
+/* Join both jobs; an uprobe fd nobody took is closed. */
+static void side_join_all(struct trace *tr)
+{
+	side_join(&tr->load);
+	if (side_join(&tr->uprobe) >= 0) {
+		close(tr->uprobe.ret);
+		tr->uprobe.ret = -EBADF;
+	}
+}
+
+/*
+ * Attaching failed with err: say so, naming the BPF load's failure first
+ * when there is one (without root everything fails, and that is why).
+ */
+static int attach_failed(struct trace *tr, int ret, const char *err)
+{
+	side_join_all(tr);
+	if (tr->load.ret)
+		emit_status(tr, "ERROR", "RUNTIME_ERROR", tr->load.err, NULL);
+	else
+		emit_status(tr, "ERROR", ret == -EMEDIUMTYPE ? "LANGUAGE_MISMATCH" :
+			    "RUNTIME_ERROR", err, NULL);
+	return EXIT_CANNOT_ATTACH;
+}
+
+/* pyprobe loaded and told about the process: 0, or the exit code. */
+static int engine_ready(struct trace *tr)
+{
+	char err[512];
+	int ret = side_join(&tr->load);
+
+	if (!ret)
+		ret = probe_engine_add_process(tr->engine, &tr->ap.pp, err, sizeof(err));
+	return ret ? attach_failed(tr, ret, err) : 0;
+}
+
 static void revert(struct trace *tr)
 {
 	hooked_probe_detach(&tr->ap, tr->engine, tr->probe_id, &tr->hp);
@@ -359,9 +442,9 @@ static int hook(struct trace *tr, uint32_t slot)
 	char err[512];
 	int ret;
 
-	ret = hooked_probe_attach(&tr->ap, tr->engine, &tr->spec, slot, &tr->hp, &cause,
-				  err, sizeof(err));
+	ret = hooked_probe_hook(&tr->ap, &tr->spec, slot, &tr->hp, &cause, err, sizeof(err));
 	if (ret) {
+		side_join_all(tr);
 		emit_status(tr, "ERROR", cause, err, NULL);
 		return ret == -ENOENT ? EXIT_PROBE_ERROR : EXIT_CANNOT_ATTACH;
 	}
@@ -452,27 +535,42 @@ static int run(struct trace *tr)
 
 	snprintf(tr->probe_id, sizeof(tr->probe_id), "trace-%d", getpid());
 	tr->spec.probe_id = tr->probe_id;
-	ret = probe_engine_open(&tr->engine, RINGBUF_BYTES, on_capture, tr, err, sizeof(err));
-	if (!ret)
-		ret = attach_open(&tr->ap, env.pid, tr->engine, err, sizeof(err));
-	if (ret) {
-		emit_status(tr, "ERROR", ret == -EMEDIUMTYPE ? "LANGUAGE_MISMATCH" :
-			    "RUNTIME_ERROR", err, NULL);
-		return EXIT_CANNOT_ATTACH;
+	/*
+	 * Verifying pyprobe (~10 ms of CPU), creating the helper's uprobe (~10 ms
+	 * waiting in the kernel) and the hook command (the helper waits for the
+	 * GIL: up to a switch interval on a busy target) need nothing from each
+	 * other: they overlap, and READY waits for all of them.
+	 */
+	tr->uprobe.ret = -EBADF;
+	side_start(&tr->load, load_engine, tr);
+	ret = attach_open_proc(&tr->ap, env.pid, err, sizeof(err));
+	if (ret)
+		return attach_failed(tr, ret, err);
+	if (env.no_inject) {
+		ret = engine_ready(tr);
+		return ret ? ret : run_no_inject(tr);
 	}
-	if (env.no_inject)
-		return run_no_inject(tr);
-	if (attach_inject(&tr->ap, tr->engine, LEASE_MS, err, sizeof(err))) {
-		emit_status(tr, "ERROR", "RUNTIME_ERROR", err, NULL);
-		return EXIT_CANNOT_ATTACH;
-	}
-	if (pick_slot(tr, &slot)) {
-		emit_status(tr, "ERROR", "RUNTIME_ERROR", "no free probe slot in the helper", NULL);
-		return EXIT_CANNOT_ATTACH;
-	}
+	ret = attach_inject_helper(&tr->ap, LEASE_MS, err, sizeof(err));
+	if (ret)
+		return attach_failed(tr, ret, err);
+	side_start(&tr->uprobe, open_hook_event, tr);
+	if (pick_slot(tr, &slot))
+		return attach_failed(tr, -ENOSPC, "no free probe slot in the helper");
 	ret = hook(tr, slot);
 	if (ret)
 		return ret;
+	ret = engine_ready(tr);
+	if (ret)
+		return ret;
+	ret = side_join(&tr->uprobe);
+	if (ret < 0)
+		return attach_failed(tr, ret, tr->uprobe.err);
+	tr->uprobe.ret = -EBADF;	/* the link owns the fd now, even on failure */
+	ret = attach_hook_uprobe(&tr->ap, tr->engine, ret, err, sizeof(err));
+	if (!ret)
+		ret = hooked_probe_arm(&tr->ap, tr->engine, &tr->hp, err, sizeof(err));
+	if (ret)
+		return attach_failed(tr, ret, err);
 	fill_probe(tr);
 	extra = json_pack("{s:s,s:O,s:s,s:o}", "coverage", "hooked-code", "codes",
 			  tr->hp.codes, "inject_path", inject_path_name(tr->ap.inject.path),
@@ -673,8 +771,8 @@ int do_trace(int argc, char **argv)
 	tr->spec.rate = env.rate;
 	tr->spec.limits = env.limits;
 	ret = run(tr);
-	if (tr->engine)
-		revert(tr);
+	side_join_all(tr);
+	revert(tr);
 	call_pairs_clear(&tr->pairs);
 	hooked_probe_free(&tr->hp);
 	probe_engine_close(tr->engine);

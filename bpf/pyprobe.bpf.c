@@ -9,6 +9,11 @@
  * The GIL is held in both places, so the frame and its objects are
  * consistent while we read them. No Python code runs in the target.
  */
+/*
+ * Only pt_regs comes from the kernel, and its layout is ABI: without CO-RE
+ * relocations libbpf need not parse the kernel's BTF (~5 MB) on every load.
+ */
+#define BPF_NO_PRESERVE_ACCESS_INDEX
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
