@@ -231,12 +231,10 @@ void probe_engine_remove_process(struct probe_engine *pe, pid_t pid)
 	}
 }
 
-static int attach(struct probe_engine *pe, struct bpf_program *prog, pid_t pid,
-		  const char *path, uint64_t offset, char *err, size_t err_len)
+/* Room for one more link, and prog loaded: 0, or -errno with err. */
+static int can_attach(struct probe_engine *pe, struct bpf_program *prog, char *err,
+		      size_t err_len)
 {
-	LIBBPF_OPTS(bpf_uprobe_opts, opts);
-	struct bpf_link *link;
-
 	if (pe->nlinks == MAX_LINKS) {
 		snprintf(err, err_len, "too many attached processes");
 		return -ENOSPC;
@@ -246,16 +244,32 @@ static int attach(struct probe_engine *pe, struct bpf_program *prog, pid_t pid,
 			 bpf_program__name(prog));
 		return -EINVAL;
 	}
-	link = bpf_program__attach_uprobe_opts(prog, pid, path, offset, &opts);
-	if (!link) {
-		int ret = -errno;
+	return 0;
+}
 
-		snprintf(err, err_len, "pid %d: attaching the uprobe to %s+0x%llx: %s",
-			 pid, path, (unsigned long long)offset, strerror(errno));
-		return ret;
-	}
+static void keep_link(struct probe_engine *pe, pid_t pid, struct bpf_link *link)
+{
 	pe->links[pe->nlinks].pid = pid;
 	pe->links[pe->nlinks++].link = link;
+}
+
+static int attach(struct probe_engine *pe, struct bpf_program *prog, pid_t pid,
+		  const char *path, uint64_t offset, char *err, size_t err_len)
+{
+	LIBBPF_OPTS(bpf_uprobe_opts, opts);
+	struct bpf_link *link;
+	int ret = can_attach(pe, prog, err, err_len);
+
+	if (ret)
+		return ret;
+	link = bpf_program__attach_uprobe_opts(prog, pid, path, offset, &opts);
+	if (!link) {
+		ret = -errno;
+		snprintf(err, err_len, "pid %d: attaching the uprobe to %s+0x%llx: %s",
+			 pid, path, (unsigned long long)offset, strerror(-ret));
+		return ret;
+	}
+	keep_link(pe, pid, link);
 	return 0;
 }
 
@@ -304,28 +318,26 @@ int probe_engine_open_hook_event(const struct helper_client *hc, char *err,
 int probe_engine_attach_hook(struct probe_engine *pe, const struct helper_client *hc,
 			     int event_fd, char *err, size_t err_len)
 {
+	struct bpf_program *prog = pe->skel->progs.pydi_hook;
 	struct bpf_link *link;
+	int ret;
 
 	if (event_fd < 0)
 		event_fd = probe_engine_open_hook_event(hc, err, err_len);
 	if (event_fd < 0)
 		return event_fd;
-	if (pe->nlinks == MAX_LINKS) {
-		close(event_fd);
-		snprintf(err, err_len, "too many attached processes");
-		return -ENOSPC;
-	}
-	link = bpf_program__attach_perf_event(pe->skel->progs.pydi_hook, event_fd);
+	ret = can_attach(pe, prog, err, err_len);
+	link = ret ? NULL : bpf_program__attach_perf_event(prog, event_fd);
 	if (!link) {
-		int ret = -errno;
-
+		if (!ret) {
+			ret = -errno;
+			snprintf(err, err_len, "pid %d: attaching BPF to the helper's uprobe: %s",
+				 hc->pid, strerror(-ret));
+		}
 		close(event_fd);
-		snprintf(err, err_len, "pid %d: attaching BPF to the helper's uprobe: %s",
-			 hc->pid, strerror(-ret));
 		return ret;
 	}
-	pe->links[pe->nlinks].pid = hc->pid;
-	pe->links[pe->nlinks++].link = link;
+	keep_link(pe, hc->pid, link);
 	return 0;
 }
 
