@@ -230,13 +230,6 @@ static void reset_gate(struct attached_proc *ap, uint32_t slot)
 		pt_write_mem(ap->pp.pid, gate_addr(ap, slot), &gate, sizeof(gate));
 }
 
-void attach_reset_slot(struct attached_proc *ap, struct probe_engine *pe,
-		       uint32_t slot)
-{
-	reset_gate(ap, slot);
-	probe_engine_reset_stats(pe, slot);
-}
-
 /* --- hooking a probe ------------------------------------------------------- */
 
 bool probe_target_is_line(const char *target)

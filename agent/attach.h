@@ -67,9 +67,6 @@ void attach_set_gate(struct attached_proc *ap, uint32_t slot, bool armed,
 		     uint64_t next_allowed_ns);
 /* True if no one (another pydi included) has armed this slot's gate. */
 bool attach_slot_free(struct attached_proc *ap, uint32_t slot);
-/* Zero the slot's gate and BPF counters before a new probe uses it. */
-void attach_reset_slot(struct attached_proc *ap, struct probe_engine *pe,
-		       uint32_t slot);
 
 /* What to hook and capture. */
 struct probe_spec {

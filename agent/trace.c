@@ -393,7 +393,8 @@ static int side_join(struct side_job *job)
 	return job->ret;
 }
 
-/* Join both jobs; an uprobe fd nobody took is closed. */
+/* Join both jobs (do_trace, whatever run() did); an uprobe fd nobody took
+ * is closed. */
 static void side_join_all(struct trace *tr)
 {
 	side_join(&tr->load);
@@ -409,8 +410,7 @@ static void side_join_all(struct trace *tr)
  */
 static int attach_failed(struct trace *tr, int ret, const char *err)
 {
-	side_join_all(tr);
-	if (tr->load.ret)
+	if (side_join(&tr->load))
 		emit_status(tr, "ERROR", "RUNTIME_ERROR", tr->load.err, NULL);
 	else
 		emit_status(tr, "ERROR", ret == -EMEDIUMTYPE ? "LANGUAGE_MISMATCH" :
@@ -444,7 +444,6 @@ static int hook(struct trace *tr, uint32_t slot)
 
 	ret = hooked_probe_hook(&tr->ap, &tr->spec, slot, &tr->hp, &cause, err, sizeof(err));
 	if (ret) {
-		side_join_all(tr);
 		emit_status(tr, "ERROR", cause, err, NULL);
 		return ret == -ENOENT ? EXIT_PROBE_ERROR : EXIT_CANNOT_ATTACH;
 	}
