@@ -8,6 +8,12 @@ called by a request: the "not on the request path" configuration probes it.
 Prints "port N" once uvicorn accepts connections; no access log (a log line
 per request would dominate what is measured). With BENCH_IDLE_THREAD=1 it
 starts one thread that only sleeps, as the helper's control thread does.
+
+With BENCH_HELPER=PATH (the helper's .so), SIGUSR1 makes the service load
+pydi's helper itself, from a memfd named as `pydi inject` names it, and start
+it, as the injected bootstrap does; SIGUSR2 starts the idle thread then. Both
+are steps taken while it serves, for runs where pydi cannot ptrace the
+service (under valgrind, which runs the code on a simulated CPU).
 """
 import os
 import sys
@@ -48,10 +54,39 @@ def start_idle_thread():
     threading.Thread(target=time.sleep, args=(1e9,), daemon=True).start()
 
 
+def load_helper(path):
+    """What `pydi inject` makes the target run, minus the ptrace."""
+    import importlib.machinery
+    import importlib.util
+
+    fd = os.memfd_create("pydi-helper", 0)
+    try:
+        with open(path, "rb") as so:
+            os.write(fd, so.read())
+        loader = importlib.machinery.ExtensionFileLoader("_pydi_helper",
+                                                         f"/proc/self/fd/{fd}")
+        spec = importlib.util.spec_from_loader("_pydi_helper", loader)
+        helper = importlib.util.module_from_spec(spec)
+        sys.modules["_pydi_helper"] = helper
+        loader.exec_module(helper)
+        helper._start(0)
+    finally:
+        os.close(fd)
+
+
+def steps_on_signals(helper_path):
+    import signal
+
+    signal.signal(signal.SIGUSR1, lambda *_: load_helper(helper_path))
+    signal.signal(signal.SIGUSR2, lambda *_: start_idle_thread())
+
+
 def main():
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 8000
     if os.environ.get("BENCH_IDLE_THREAD") == "1":
         start_idle_thread()
+    if os.environ.get("BENCH_HELPER"):
+        steps_on_signals(os.environ["BENCH_HELPER"])
     config = uvicorn.Config(app, host="127.0.0.1", port=port, workers=1,
                             access_log=False, log_level="warning", lifespan="off")
     Server(config).run()
