@@ -53,6 +53,15 @@ def send_requests(ctx, port, n):
                    check=True, timeout=3600)
 
 
+def collect_garbage(ctx, pid, port):
+    """A full collection now (SIGHUP, run by the service's main thread at its
+    next request), so that none falls into the counts that follow: where it
+    would fall depends on how many GC objects the step left, not on what a
+    request costs."""
+    os.kill(pid, signal.SIGHUP)
+    send_requests(ctx, port, 10)
+
+
 def callgrind_control(*args):
     subprocess.run(["callgrind_control", *args], check=True, capture_output=True, timeout=600)
 
@@ -116,6 +125,7 @@ def one_run(ctx, arm, n):
             raise RuntimeError("item 1i: the service did not start under valgrind")
         pid = str(proc.pid)
         send_requests(ctx, port, WARM_REQUESTS)
+        collect_garbage(ctx, proc.pid, port)
         for tag in ("before1", "before2", "step", "after1", "after2"):
             if tag == "step":
                 if arm in STEP_SIGNAL:
@@ -126,6 +136,7 @@ def one_run(ctx, arm, n):
                             raise RuntimeError(f"item 1i ({arm}): no second thread")
                         time.sleep(0.2)
                 send_requests(ctx, port, WARM_REQUESTS)
+                collect_garbage(ctx, proc.pid, port)
                 continue
             callgrind_control("-z", pid)
             send_requests(ctx, port, n)
@@ -196,8 +207,11 @@ def report(ctx, results, started, load_start, n, minutes):
         f"service is also run under valgrind's callgrind (`--cache-sim=yes`): a simulated "
         "CPU that counts every instruction and simulates the L1 caches, whatever else the "
         f"machine runs. One fresh service per run (pinned to CPU 0, a sequential keep-alive "
-        f"client on CPU 1): {WARM_REQUESTS} requests to warm up, its main thread's counts "
-        f"over 2 × {n} requests, the step, {WARM_REQUESTS} requests, 2 × {n} more; a run's "
+        f"client on CPU 1): {WARM_REQUESTS} requests to warm up, a full garbage collection, "
+        f"its main thread's counts over 2 × {n} requests, the step, {WARM_REQUESTS} requests, "
+        f"a full collection, 2 × {n} more (a collection inside a count would weigh more "
+        "than the effects measured, and where it falls depends on how many GC objects "
+        "the step left); a run's "
         "ratio is after / before per request (≥ 1: the step made requests dearer). valgrind "
         "cannot host a ptrace injection, so the service takes the step itself on a signal. "
         f"Per request before any step: {before['Ir']:,.0f} instructions, "
@@ -233,7 +247,8 @@ def report(ctx, results, started, load_start, n, minutes):
               "--separate-threads=yes /usr/bin/python3 scripts/bench_service.py PORT`; "
               "requests with `scripts/bench_instructions.py client PORT N`; "
               "`callgrind_control -z PID` / `-d TAG PID` around them; `kill -USR1 PID` "
-              "loads the helper, `kill -USR2 PID` starts an idle thread."]
+              "loads the helper, `kill -USR2 PID` starts an idle thread, `kill -HUP PID` "
+              "collects garbage."]
     return "\n".join(lines) + "\n"
 
 

@@ -13,8 +13,13 @@ With BENCH_HELPER=PATH (the helper's .so), SIGUSR1 makes the service load
 pydi's helper itself, from a memfd named as `pydi inject` names it, and start
 it, as the injected bootstrap does; SIGUSR2 starts the idle thread then. Both
 are steps taken while it serves, for runs where pydi cannot ptrace the
-service (under valgrind, which runs the code on a simulated CPU).
+service (under valgrind, which runs the code on a simulated CPU). SIGHUP
+collects all of the garbage collector's generations: requests here leave a
+few GC objects each, so a collection comes every few thousand requests, and
+where it falls depends on how many objects a step left; the counting run
+collects before each side of a step so that none falls inside a count.
 """
+import gc
 import os
 import sys
 import threading
@@ -79,6 +84,7 @@ def steps_on_signals(helper_path):
 
     signal.signal(signal.SIGUSR1, lambda *_: load_helper(helper_path))
     signal.signal(signal.SIGUSR2, lambda *_: start_idle_thread())
+    signal.signal(signal.SIGHUP, lambda *_: gc.collect())
 
 
 def main():
