@@ -108,8 +108,9 @@ def parse_callgrind(text):
 
 
 def one_run(ctx, arm, n):
-    """A fresh service under callgrind: 2 x n requests counted, the step,
-    2 x n more; counts per request before and after."""
+    """A fresh service under callgrind: a full collection, 2 x n requests
+    counted, the step, a full collection, 2 x n more; counts per request
+    before and after."""
     out_dir = ctx.path(f"item1i-{arm}-{time.monotonic_ns()}")
     os.makedirs(out_dir)
     port = free_port()
