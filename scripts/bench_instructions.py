@@ -62,19 +62,30 @@ def collect_garbage(ctx, pid, port):
     send_requests(ctx, port, 10)
 
 
+def wait_for_second_thread(pid, arm):
+    deadline = time.monotonic() + 120
+    while len(os.listdir(f"/proc/{pid}/task")) < 2:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"item 1i ({arm}): no second thread")
+        time.sleep(0.2)
+
+
 def callgrind_control(*args):
     subprocess.run(["callgrind_control", *args], check=True, capture_output=True, timeout=600)
 
 
-def read_dump(out_dir, tag):
-    """The service's main thread in the dump named tag: summary and self cost
-    of each function, keyed (object, function), instructions only."""
+def read_dumps(out_dir):
+    """The service's main thread in each dump, by the tag it was dumped with:
+    summary and self cost of each function, keyed (object, function),
+    instructions only."""
+    dumps = {}
     for path in glob.glob(os.path.join(out_dir, "cg.out.*-01")):
         with open(path) as f:
             text = f.read()
-        if re.search(rf"^desc: Trigger: dump {tag}$", text, re.M):
-            return parse_callgrind(text)
-    raise RuntimeError(f"item 1i: no callgrind dump {tag} in {out_dir}")
+        tag = re.search(r"^desc: Trigger: dump (\S+)$", text, re.M)
+        if tag:
+            dumps[tag.group(1)] = parse_callgrind(text)
+    return dumps
 
 
 def parse_callgrind(text):
@@ -95,9 +106,10 @@ def parse_callgrind(text):
         m = re.match(r"(c?fn|c?ob)=\((\d+)\)(?: (.*))?$", line)
         if m:
             kind, ident, name = m.groups()
-            table = names if kind.endswith("fn") else objects
-            if name:
-                table[ident] = name if kind.endswith("fn") else os.path.basename(name)
+            if name and kind.endswith("fn"):
+                names[ident] = name
+            elif name:
+                objects[ident] = os.path.basename(name)
             if kind == "ob":
                 obj = objects.get(ident, "")
             elif kind == "fn":
@@ -125,26 +137,30 @@ def one_run(ctx, arm, n):
         if not proc.stdout.readline().startswith("port"):
             raise RuntimeError("item 1i: the service did not start under valgrind")
         pid = str(proc.pid)
-        send_requests(ctx, port, WARM_REQUESTS)
-        collect_garbage(ctx, proc.pid, port)
-        for tag in ("before1", "before2", "step", "after1", "after2"):
-            if tag == "step":
-                if arm in STEP_SIGNAL:
-                    os.kill(proc.pid, STEP_SIGNAL[arm])
-                    deadline = time.monotonic() + 120
-                    while len(os.listdir(f"/proc/{pid}/task")) < 2:
-                        if time.monotonic() > deadline:
-                            raise RuntimeError(f"item 1i ({arm}): no second thread")
-                        time.sleep(0.2)
-                send_requests(ctx, port, WARM_REQUESTS)
-                collect_garbage(ctx, proc.pid, port)
-                continue
+
+        def count(tag):
             callgrind_control("-z", pid)
             send_requests(ctx, port, n)
             callgrind_control("-d", tag, pid)
+
+        send_requests(ctx, port, WARM_REQUESTS)
+        collect_garbage(ctx, proc.pid, port)
+        count("before1")
+        count("before2")
+        if arm in STEP_SIGNAL:
+            os.kill(proc.pid, STEP_SIGNAL[arm])
+            wait_for_second_thread(proc.pid, arm)
+        send_requests(ctx, port, WARM_REQUESTS)
+        collect_garbage(ctx, proc.pid, port)
+        count("after1")
+        count("after2")
     finally:
         stop_process(proc, timeout=120)
-    dumps = {tag: read_dump(out_dir, tag) for tag in ("before1", "before2", "after1", "after2")}
+    dumps = read_dumps(out_dir)
+    missing = {"before1", "before2", "after1", "after2"} - set(dumps)
+    if missing:
+        raise RuntimeError(f"item 1i: no callgrind dump {', '.join(sorted(missing))} "
+                           f"in {out_dir}")
 
     def per_request(tags):
         summary = {e: sum(dumps[t]["summary"][e] for t in tags) / (len(tags) * n)
