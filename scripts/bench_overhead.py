@@ -3,7 +3,10 @@ scripts/bench_service.py), without pydi and with pydi in four ways; requests/s
 and p99 latency as ratios against "no pydi" in the same round."""
 import os
 import re
+import signal
+import statistics
 import subprocess
+import time
 
 from bench_common import (Agent, Trace, cpu_ns, fmt_ms, header, loadavg, log, median, now_utc,
                           probe_config, spread, stop_process, free_port, SCRIPTS)
@@ -149,15 +152,18 @@ def one_run(ctx, key, warm_s, measure_s):
 # after. A second fresh service, the control, takes no step; its windows are
 # interleaved with the subject's, so after / before of the subject over after /
 # before of the control cancels what the whole machine did meanwhile. Rounds
-# whose step is nothing show what is left of the noise. In (b)'s rounds, c, d
-# and e then each get set up and undone between windows of the same service,
-# the helper resident: their cost over (b), again over the control.
-STEP_KEYS = ["none", "b"]
+# whose step is nothing show what is left of the noise; rounds whose step is an
+# idle thread started in the service show what any thread costs (glibc's
+# multi-threaded paths), the part of (b) no helper design with a thread can
+# avoid. In (b)'s rounds, c, d and e then each get set up and undone between
+# windows of the same service, the helper resident: their cost over (b), again
+# over the control.
+STEP_KEYS = ["none", "t", "b"]
 ON_HELPER_KEYS = ["c", "d", "e"]
 WINDOW_S = 3
 STEP_WINDOWS = 4       # per service and side of a step; one window's noise is ±3 %
 ON_HELPER_WINDOWS = 2  # per service and side of c, d, e
-CYCLES_PER_RUN = 2     # each cycle is one round of each step
+CYCLES_PER_RUN = 3     # each cycle is one round of each step
 METRICS = ("rps", "p99", "cpu_us")
 
 
@@ -194,6 +200,16 @@ def over_control(subject, control):
 
 def thread_count(pid):
     return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def start_thread_in(pid):
+    """The service starts its idle thread on SIGUSR2 (scripts/bench_service.py)."""
+    os.kill(pid, signal.SIGUSR2)
+    deadline = time.monotonic() + 10
+    while thread_count(pid) != 2:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"item 1 (t): {thread_count(pid)} threads after SIGUSR2, not 2")
+        time.sleep(0.01)
 
 
 def on_helper(ctx, subject, control, shift):
@@ -237,6 +253,8 @@ def step_round(ctx, key, cycle, warm_s):
             attached = Attached(ctx, key, subject[1], "item1-in")
             if thread_count(subject[1]) != 2:
                 raise RuntimeError(f"item 1 (b): {thread_count(subject[1])} threads, not 2")
+        elif key == "t":
+            start_thread_in(subject[1])
         warm(subject, control)
         after = paired_windows(subject, control, STEP_WINDOWS)
         out = {key: over_control((after[0], before[0]), (after[1], before[1]))}
@@ -381,8 +399,33 @@ def ratio_cells(rs):
     return cells
 
 
+def over_nothing(xs, ns):
+    """A step's rounds against nothing's: the ratio of their medians, and the
+    difference of their means with two standard errors either side."""
+    diff = statistics.mean(xs) - statistics.mean(ns)
+    half = 2 * (statistics.variance(xs) / len(xs) + statistics.variance(ns) / len(ns)) ** 0.5
+    return f"**{median(xs) / median(ns):.3f}**", f"{diff * 100:+.2f} % ± {half * 100:.2f} %"
+
+
+def over_nothing_table(inproc, names):
+    lines = [
+        "", "Each step over nothing (the ratio of the medians; the difference of the means "
+        "with ± two standard errors, roughly a 95 % interval: where it spans 0 the step's "
+        "cost is not told apart from the noise):", "",
+        "| row | step | throughput | difference | CPU per request | difference |",
+        "|---|---|---|---|---|---|"]
+    for key in STEP_KEYS[1:]:
+        cells = []
+        for m in ("rps", "cpu_us"):
+            cells += over_nothing([x[m] for x in inproc[key]], [x[m] for x in inproc["none"]])
+        lines.append(f"| {key} | {names[key]} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def inproc_report(inproc):
-    names = dict(CONFIGS, none="nothing (the noise left: subject and control alike)")
+    names = dict(CONFIGS, none="nothing (the noise left: subject and control alike)",
+                 t="the service starts one idle thread (no pydi; as the helper's control "
+                   "thread)")
     med = {k: {m: median([x[m] for x in rs]) for m in METRICS}
            for k, rs in inproc.items()}
     head = ["| row | pydi | throughput ratio | min–max | p99 ratio | min–max | "
@@ -398,8 +441,9 @@ def inproc_report(inproc):
         f"the round's step on the subject, 1 s of wrk on each, {STEP_WINDOWS} more windows "
         "on each; a round's ratio is the subject's after / before over the control's after / "
         "before (≥ 1 is better), so what the machine did meanwhile weighs on both and "
-        "cancels. Rounds alternate between two steps: nothing (the noise that is left) and "
-        "(b). In each (b) round the subject, helper resident, then gets c, d and e in turn "
+        "cancels. Rounds rotate through three steps: nothing (the noise that is left), an "
+        "idle thread started in the service on a signal (no pydi: what any thread in the "
+        "service costs, glibc's multi-threaded paths included) and (b). In each (b) round the subject, helper resident, then gets c, d and e in turn "
         f"(the order rotates), each set up, 1 s, {ON_HELPER_WINDOWS} windows on each "
         f"service, undone, 1 s, {ON_HELPER_WINDOWS} windows on each: its ratio is the "
         "subject's windows with it over the mean of the subject's windows either side, over "
@@ -407,6 +451,7 @@ def inproc_report(inproc):
         f"Steps ({len(inproc['b'])} rounds each):", ""] + head
     for key in STEP_KEYS:
         lines.append(f"| {key} | {names[key]} | " + " | ".join(ratio_cells(inproc[key])) + " |")
+    lines += over_nothing_table(inproc, names)
     lines += ["", "Over (b), the helper resident:", ""] + head
     for key in ON_HELPER_KEYS:
         lines.append(f"| {key} | {names[key]} | " + " | ".join(ratio_cells(inproc[key])) + " |")

@@ -9,18 +9,20 @@ Prints "port N" once uvicorn accepts connections; no access log (a log line
 per request would dominate what is measured). With BENCH_IDLE_THREAD=1 it
 starts one thread that only sleeps, as the helper's control thread does.
 
-With BENCH_HELPER=PATH (the helper's .so), SIGUSR1 makes the service load
-pydi's helper itself, from a memfd named as `pydi inject` names it, and start
-it, as the injected bootstrap does; SIGUSR2 starts the idle thread then. Both
-are steps taken while it serves, for runs where pydi cannot ptrace the
-service (under valgrind, which runs the code on a simulated CPU). SIGHUP
-collects all of the garbage collector's generations: requests here leave a
-few GC objects each, so a collection comes every few thousand requests, and
-where it falls depends on how many objects a step left; the counting run
-collects before each side of a step so that none falls inside a count.
+SIGUSR2 starts the idle thread while it serves (a step of item 1's rounds
+within one process). With BENCH_HELPER=PATH (the helper's .so), SIGUSR1 makes
+the service load pydi's helper itself, from a memfd named as `pydi inject`
+names it, and start it, as the injected bootstrap does: a step for runs where
+pydi cannot ptrace the service (under valgrind, which runs the code on a
+simulated CPU); and SIGHUP collects all of the garbage collector's
+generations: requests here leave a few GC objects each, so a collection comes
+every few thousand requests, and where it falls depends on how many objects a
+step left; the counting run collects before each side of a step so that none
+falls inside a count.
 """
 import gc
 import os
+import signal
 import sys
 import threading
 import time
@@ -80,19 +82,17 @@ def load_helper(path):
 
 
 def steps_on_signals(helper_path):
-    import signal
-
-    signal.signal(signal.SIGUSR1, lambda *_: load_helper(helper_path))
     signal.signal(signal.SIGUSR2, lambda *_: start_idle_thread())
-    signal.signal(signal.SIGHUP, lambda *_: gc.collect())
+    if helper_path:
+        signal.signal(signal.SIGUSR1, lambda *_: load_helper(helper_path))
+        signal.signal(signal.SIGHUP, lambda *_: gc.collect())
 
 
 def main():
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 8000
     if os.environ.get("BENCH_IDLE_THREAD") == "1":
         start_idle_thread()
-    if os.environ.get("BENCH_HELPER"):
-        steps_on_signals(os.environ["BENCH_HELPER"])
+    steps_on_signals(os.environ.get("BENCH_HELPER"))
     config = uvicorn.Config(app, host="127.0.0.1", port=port, workers=1,
                             access_log=False, log_level="warning", lifespan="off")
     Server(config).run()
