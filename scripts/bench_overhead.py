@@ -55,11 +55,29 @@ def parse_wrk(text):
     return rps, p99, requests, errors.group(0) if errors else ""
 
 
+def wrk_command(port, seconds):
+    return ["taskset", "-c", "1", "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s",
+            "--latency", f"http://127.0.0.1:{port}{PATH}"]
+
+
 def wrk(port, seconds):
-    out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{CONNECTIONS}",
-                          f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}{PATH}"],
-                         capture_output=True, text=True, timeout=seconds + 60)
+    out = subprocess.run(wrk_command(port, seconds), capture_output=True, text=True,
+                         timeout=seconds + 60)
     return parse_wrk(out.stdout)
+
+
+def wrk_together(services, seconds):
+    """One wrk per (port, pid) service, all at once; each service's
+    throughput, p99 and CPU per request over the window."""
+    cpu0 = [cpu_ns(pid) for _, pid in services]
+    procs = [subprocess.Popen(wrk_command(port, seconds), stdout=subprocess.PIPE, text=True)
+             for port, _ in services]
+    outs = [proc.communicate(timeout=seconds + 60)[0] for proc in procs]
+    got = []
+    for (_, pid), out, start in zip(services, outs, cpu0):
+        rps, p99, requests, _ = parse_wrk(out)
+        got.append({"rps": rps, "p99": p99, "cpu_us": (cpu_ns(pid) - start) / requests / 1000})
+    return got
 
 
 def start_service(ctx, port, idle_thread=False):
@@ -149,9 +167,11 @@ def one_run(ctx, key, warm_s, measure_s):
 
 # Within one process. The helper is never unloaded, so (b) is a step, not a
 # row that can be bracketed: a fresh service, windows before, the step, windows
-# after. A second fresh service, the control, takes no step; its windows are
-# interleaved with the subject's, so after / before of the subject over after /
-# before of the control cancels what the whole machine did meanwhile. Rounds
+# after. A second fresh service, the control, takes no step; in each window a
+# wrk drives each service at once and the two share CPU 0, so whatever the
+# machine does in a window weighs on both alike, and after / before of the
+# subject over after / before of the control cancels it. (Windows taken in
+# turn, S C C S …, left ±2 – 5 % per round on this shared VM.) Rounds
 # whose step is nothing show what is left of the noise; rounds whose step is an
 # idle thread started in the service show what any thread costs (glibc's
 # multi-threaded paths), the part of (b) no helper design with a thread can
@@ -161,8 +181,8 @@ def one_run(ctx, key, warm_s, measure_s):
 STEP_KEYS = ["none", "t", "b"]
 ON_HELPER_KEYS = ["c", "d", "e"]
 WINDOW_S = 3
-STEP_WINDOWS = 4       # per service and side of a step; one window's noise is ±3 %
-ON_HELPER_WINDOWS = 2  # per service and side of c, d, e
+STEP_WINDOWS = 4       # per side of a step
+ON_HELPER_WINDOWS = 2  # per side of c, d, e
 CYCLES_PER_RUN = 3     # each cycle is one round of each step
 METRICS = ("rps", "p99", "cpu_us")
 
@@ -172,18 +192,13 @@ def mean_of(ws):
 
 
 def paired_windows(subject, control, n):
-    """n windows of wrk on each of two (port, pid) services, interleaved
-    S C C S … so that a drift in time weighs on both alike."""
-    got = {subject: [], control: []}
-    for i in range(n):
-        for svc in (subject, control) if i % 2 == 0 else (control, subject):
-            got[svc].append(measure(*svc, WINDOW_S))
-    return mean_of(got[subject]), mean_of(got[control])
+    """n windows in which wrk drives both (port, pid) services at once."""
+    got = [wrk_together([subject, control], WINDOW_S) for _ in range(n)]
+    return mean_of([s for s, _ in got]), mean_of([c for _, c in got])
 
 
 def warm(*services, seconds=1):
-    for port, _ in services:
-        wrk(port, seconds)
+    wrk_together(services, seconds)
 
 
 def better_ratio(x, base):
@@ -436,16 +451,19 @@ def inproc_report(inproc):
         "wider than the targets, so the targets are judged within one process. The helper "
         "is never unloaded: (b) is a step that cannot be undone, so it is measured as one. "
         "Each round starts two fresh services, both pinned to CPU 0: the subject and a "
-        "control that no step touches (which of the two started first alternates). "
-        f"{STEP_WINDOWS} windows of {WINDOW_S} s of wrk on each, interleaved (S C C S …), "
-        f"the round's step on the subject, 1 s of wrk on each, {STEP_WINDOWS} more windows "
-        "on each; a round's ratio is the subject's after / before over the control's after / "
+        "control that no step touches (which of the two started first alternates). In each "
+        "window two wrk (1 thread and 16 connections each, on CPU 1) drive both services at "
+        "once, so the two share CPU 0 and whatever else the machine does in a window weighs "
+        "on both alike (windows taken in turn, S C C S …, left ±2 – 5 % per round on this "
+        f"shared VM; sharing, a service's throughput is its share of CPU 0 over its CPU per "
+        f"request). {STEP_WINDOWS} windows of {WINDOW_S} s, the round's step on the subject, "
+        f"1 s of load, {STEP_WINDOWS} more windows; a round's ratio is the subject's after / before over the control's after / "
         "before (≥ 1 is better), so what the machine did meanwhile weighs on both and "
         "cancels. Rounds rotate through three steps: nothing (the noise that is left), an "
         "idle thread started in the service on a signal (no pydi: what any thread in the "
         "service costs, glibc's multi-threaded paths included) and (b). In each (b) round the subject, helper resident, then gets c, d and e in turn "
-        f"(the order rotates), each set up, 1 s, {ON_HELPER_WINDOWS} windows on each "
-        f"service, undone, 1 s, {ON_HELPER_WINDOWS} windows on each: its ratio is the "
+        f"(the order rotates), each set up, 1 s, {ON_HELPER_WINDOWS} windows, "
+        f"undone, 1 s, {ON_HELPER_WINDOWS} windows: its ratio is the "
         "subject's windows with it over the mean of the subject's windows either side, over "
         "the same for the control, so it is its cost over (b).", "",
         f"Steps ({len(inproc['b'])} rounds each):", ""] + head
