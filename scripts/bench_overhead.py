@@ -488,17 +488,17 @@ def inproc_report(inproc):
         "window two wrk (1 thread and 16 connections each, on CPU 1) drive both services at "
         "once, so the two share CPU 0 and whatever else the machine does in a window weighs "
         "on both alike (windows taken in turn, S C C S …, left ±2 – 5 % per round on this "
-        f"shared VM; sharing, a service's throughput is its share of CPU 0 over its CPU per "
+        "shared VM; sharing, a service's throughput is its share of CPU 0 over its CPU per "
         f"request). {STEP_WINDOWS} windows of {WINDOW_S} s, the round's step on the subject, "
-        f"1 s of load, {STEP_WINDOWS} more windows; a round's ratio is the subject's after / before over the control's after / "
-        "before (≥ 1 is better), so what the machine did meanwhile weighs on both and "
-        "cancels. Rounds rotate through three steps: nothing (the noise that is left), an "
+        f"1 s of load, {STEP_WINDOWS} more windows; a round's ratio is the subject's after / "
+        "before over the control's after / before (≥ 1 is better), so what the machine did "
+        "meanwhile weighs on both and cancels. Rounds rotate through three steps: nothing (the noise that is left), an "
         "idle thread started in the service on a signal (no pydi: what any thread in the "
-        "service costs, glibc's multi-threaded paths included) and (b). In each (b) round the subject, helper resident, then gets c, d and e in turn "
-        f"(the order rotates), each set up, 1 s, {ON_HELPER_WINDOWS} windows, "
-        f"undone, 1 s, {ON_HELPER_WINDOWS} windows: its ratio is the "
-        "subject's windows with it over the mean of the subject's windows either side, over "
-        "the same for the control, so it is its cost over (b).", "",
+        "service costs, glibc's multi-threaded paths included) and (b). In each (b) round "
+        "the subject, helper resident, then gets c, d and e in turn (the order rotates), "
+        f"each set up, 1 s, {ON_HELPER_WINDOWS} windows, undone, 1 s, {ON_HELPER_WINDOWS} "
+        "windows: its ratio is the subject's windows with it over the mean of the subject's "
+        "windows either side, over the same for the control, so it is its cost over (b).", "",
         f"Steps ({len(inproc['b'])} rounds each):", ""] + head
     for key in STEP_KEYS:
         lines.append(f"| {key} | {names[key]} | " + " | ".join(ratio_cells(inproc[key])) + " |")
