@@ -107,6 +107,23 @@ def tree():
     return f"`{head}`" + (" with uncommitted changes to pydi's sources" if dirty else "")
 
 
+# Mitigations that put work on kernel entries, indirect calls or returns,
+# which the uprobe trap and the BPF programs pay; they differ between the
+# machines these benchmarks have run on.
+MITIGATIONS = ("spectre_v2", "spec_rstack_overflow", "retbleed")
+
+
+def mitigations():
+    found = []
+    for name in MITIGATIONS:
+        try:
+            with open(f"/sys/devices/system/cpu/vulnerabilities/{name}") as f:
+                found.append(f"{name}: {f.read().strip()}")
+        except OSError:
+            pass
+    return "; ".join(found) or "unknown"
+
+
 def header(ctx, started, load_start, rounds=None):
     """The lines every section starts with: when, where, on what."""
     model, distro = machine()
@@ -115,6 +132,7 @@ def header(ctx, started, load_start, rounds=None):
         "configurations interleaved",
         f"- tree: {ctx.tree}",
         f"- machine: {model}, {os.cpu_count()} CPUs; {distro}; kernel {platform.release()}",
+        f"- kernel's CPU mitigations: {mitigations()}",
         f"- target: {ctx.python} (Python {ctx.python_version}); pydi built in "
         f"`{os.path.relpath(ctx.build_dir, ROOT)}` (Release, no sanitizers)",
         f"- load average (1 min) at start / end: {load_start} / {loadavg()} "
