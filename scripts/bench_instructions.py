@@ -22,7 +22,7 @@ import time
 
 from bench_common import (free_port, header, loadavg, log, median, now_utc,
                           spread, stop_process)
-from bench_overhead import PATH, SERVICE
+from bench_overhead import PATH, SERVICE, wait_for_threads
 
 ARMS = [
     ("none", "nothing (how the service's own counts move as it runs)"),
@@ -60,14 +60,6 @@ def collect_garbage(ctx, pid, port):
     request costs."""
     os.kill(pid, signal.SIGHUP)
     send_requests(ctx, port, 10)
-
-
-def wait_for_second_thread(pid, arm):
-    deadline = time.monotonic() + 120
-    while len(os.listdir(f"/proc/{pid}/task")) < 2:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"item 1i ({arm}): no second thread")
-        time.sleep(0.2)
 
 
 def callgrind_control(*args):
@@ -149,7 +141,7 @@ def one_run(ctx, arm, n):
         count("before2")
         if arm in STEP_SIGNAL:
             os.kill(proc.pid, STEP_SIGNAL[arm])
-            wait_for_second_thread(proc.pid, arm)
+            wait_for_threads(proc.pid, 2, 120, f"item 1i ({arm})")
         send_requests(ctx, port, WARM_REQUESTS)
         collect_garbage(ctx, proc.pid, port)
         count("after1")
@@ -221,9 +213,9 @@ def report(ctx, results, started, load_start, n, minutes):
     lines += ["", (
         "Timings on this shared VM move by ±2 – 3 % from one window to the next, and it has "
         "no hardware counters (`perf stat -e instructions`: not supported). So item 1's "
-        f"service is also run under valgrind's callgrind (`--cache-sim=yes`): a simulated "
+        "service is also run under valgrind's callgrind (`--cache-sim=yes`): a simulated "
         "CPU that counts every instruction and simulates the L1 caches, whatever else the "
-        f"machine runs. One fresh service per run (pinned to CPU 0, a sequential keep-alive "
+        "machine runs. One fresh service per run (pinned to CPU 0, a sequential keep-alive "
         f"client on CPU 1): {WARM_REQUESTS} requests to warm up, a full garbage collection, "
         f"its main thread's counts over 2 × {n} requests, the step, {WARM_REQUESTS} requests, "
         f"a full collection, 2 × {n} more (a collection inside a count would weigh more "

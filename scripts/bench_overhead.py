@@ -60,23 +60,18 @@ def wrk_command(port, seconds):
             "--latency", f"http://127.0.0.1:{port}{PATH}"]
 
 
-def wrk(port, seconds):
-    out = subprocess.run(wrk_command(port, seconds), capture_output=True, text=True,
-                         timeout=seconds + 60)
-    return parse_wrk(out.stdout)
-
-
 def wrk_together(services, seconds):
     """One wrk per (port, pid) service, all at once; each service's
-    throughput, p99 and CPU per request over the window."""
+    throughput, p99, CPU per request and wrk's errors over the window."""
     cpu0 = [cpu_ns(pid) for _, pid in services]
     procs = [subprocess.Popen(wrk_command(port, seconds), stdout=subprocess.PIPE, text=True)
              for port, _ in services]
     outs = [proc.communicate(timeout=seconds + 60)[0] for proc in procs]
     got = []
     for (_, pid), out, start in zip(services, outs, cpu0):
-        rps, p99, requests, _ = parse_wrk(out)
-        got.append({"rps": rps, "p99": p99, "cpu_us": (cpu_ns(pid) - start) / requests / 1000})
+        rps, p99, requests, errors = parse_wrk(out)
+        got.append({"rps": rps, "p99": p99, "cpu_us": (cpu_ns(pid) - start) / requests / 1000,
+                    "errors": errors})
     return got
 
 
@@ -136,13 +131,6 @@ class Attached:
         return self.counters
 
 
-def measure(port, pid, measure_s):
-    cpu0 = cpu_ns(pid)
-    rps, p99, requests, errors = wrk(port, measure_s)
-    return {"rps": rps, "p99": p99, "cpu_us": (cpu_ns(pid) - cpu0) / requests / 1000,
-            "errors": errors}
-
-
 def one_run(ctx, key, warm_s, measure_s):
     port = free_port()
     svc = start_service(ctx, port, idle_thread=key == "t")
@@ -152,8 +140,8 @@ def one_run(ctx, key, warm_s, measure_s):
         pid = svc.pid
         if key not in ("a", "a2", "t"):
             attached = Attached(ctx, key, pid, "item1")
-        wrk(port, warm_s)
-        res = measure(port, pid, measure_s)
+        warm((port, pid), seconds=warm_s)
+        res = wrk_together([(port, pid)], measure_s)[0]
         if attached:
             attached.read_counters()
     finally:
@@ -217,14 +205,21 @@ def thread_count(pid):
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
+def wait_for_threads(pid, n, timeout_s, what):
+    """Until pid runs at least n threads."""
+    deadline = time.monotonic() + timeout_s
+    while thread_count(pid) < n:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: {thread_count(pid)} threads, not {n}")
+        time.sleep(0.01)
+
+
 def start_thread_in(pid):
     """The service starts its idle thread on SIGUSR2 (scripts/bench_service.py)."""
     os.kill(pid, signal.SIGUSR2)
-    deadline = time.monotonic() + 10
-    while thread_count(pid) != 2:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"item 1 (t): {thread_count(pid)} threads after SIGUSR2, not 2")
-        time.sleep(0.01)
+    wait_for_threads(pid, 2, 10, "item 1 (t) after SIGUSR2")
+    if thread_count(pid) != 2:
+        raise RuntimeError(f"item 1 (t): {thread_count(pid)} threads after SIGUSR2, not 2")
 
 
 def on_helper(ctx, subject, control, shift):
@@ -437,15 +432,10 @@ def ratio_cells(rs):
     return cells
 
 
-def mean_difference(xs, ns):
-    """The difference of two samples' means, and two standard errors of it."""
+def fmt_difference(xs, ns):
+    """The difference of two samples' means, ± two standard errors of it."""
     diff = statistics.mean(xs) - statistics.mean(ns)
     half = 2 * (statistics.variance(xs) / len(xs) + statistics.variance(ns) / len(ns)) ** 0.5
-    return diff, half
-
-
-def fmt_difference(xs, ns):
-    diff, half = mean_difference(xs, ns)
     return f"{diff * 100:+.2f} % ± {half * 100:.2f} %"
 
 
