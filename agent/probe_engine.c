@@ -12,12 +12,19 @@
 #include <bpf/bpf.h>
 
 #include "capture_wire.h"
+#include "clock.h"
 #include "mapped_elf.h"
 #include "probe_engine.h"
 #include "procmaps.h"
 #include "pyprobe.skel.h"
 
 #define MAX_LINKS (2 * PYPROBE_MAX_PROCS)
+/*
+ * libbpf reads on while producers keep writing: a consumer slower than the
+ * target's hits would never return, and its caller's timers (the lease
+ * renewal first: the helper unhooks when it lapses) would never run.
+ */
+#define POLL_BUDGET_NS (50 * 1000000ull)
 
 struct probe_engine {
 	struct pyprobe *skel;
@@ -25,6 +32,9 @@ struct probe_engine {
 	probe_event_fn on_event;
 	void *ctx;
 	struct pyprobe_capture *cap;	/* the event being handled, spread out */
+	uint64_t poll_deadline;		/* monotonic ns: stop reading after it */
+	int polled;			/* events handled by this poll */
+	bool over_budget;
 	struct {
 		pid_t pid;
 		struct bpf_link *link;
@@ -36,10 +46,19 @@ static int handle_event(void *ctx, void *data, size_t size)
 {
 	struct probe_engine *pe = ctx;
 	ssize_t cap_size = capture_expand(data, size, pe->cap);
+	int ret = 0;
 
-	if (cap_size < 0)
-		return 0;
-	return pe->on_event(pe->ctx, pe->cap, (size_t)cap_size);
+	pe->polled++;
+	if (cap_size >= 0)
+		ret = pe->on_event(pe->ctx, pe->cap, (size_t)cap_size);
+	if (ret < 0)
+		return ret;
+	/* libbpf has consumed this event already; a negative return stops it. */
+	if (monotonic_ns() >= pe->poll_deadline) {
+		pe->over_budget = true;
+		return -EAGAIN;
+	}
+	return ret;
 }
 
 static int quiet_print(enum libbpf_print_level level, const char *fmt,
@@ -421,7 +440,14 @@ int probe_engine_fd(struct probe_engine *pe)
 
 int probe_engine_poll(struct probe_engine *pe, int timeout_ms)
 {
-	int n = ring_buffer__poll(pe->rb, timeout_ms);
+	int n;
 
+	pe->poll_deadline = monotonic_ns() + (uint64_t)timeout_ms * 1000000ull +
+			    POLL_BUDGET_NS;
+	pe->polled = 0;
+	pe->over_budget = false;
+	n = ring_buffer__poll(pe->rb, timeout_ms);
+	if (pe->over_budget)
+		return pe->polled;
 	return n == -EINTR ? 0 : n;
 }

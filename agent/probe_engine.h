@@ -62,7 +62,10 @@ int probe_engine_reset_stats(struct probe_engine *pe, uint32_t slot);
 /* The ring buffer's epoll fd: readable when captures wait. */
 int probe_engine_fd(struct probe_engine *pe);
 
-/* Consume events for up to timeout_ms: count consumed, or -errno. */
+/*
+ * Wait up to timeout_ms for events and consume them, for at most ~50 ms more
+ * however fast they come: count consumed, or -errno.
+ */
 int probe_engine_poll(struct probe_engine *pe, int timeout_ms);
 
 #endif /* PYDI_PROBE_ENGINE_H */

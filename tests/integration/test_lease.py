@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -163,3 +164,44 @@ def test_helper_leaves_the_apps_heap_alone():
 @pytest.mark.parametrize("python", ROOTFS_PYTHONS)
 def test_helper_leaves_the_apps_heap_alone_in_namespaced_root(rootfs, python):
     check_heap(spawn_in_rootfs(rootfs, python, HEAP_APP), python)
+
+
+def count_lines(stream, counts):
+    """counts[0] = lines read from stream so far, up to its EOF."""
+    for chunk in iter(lambda: stream.read1(1 << 16), b""):
+        counts[0] += chunk.count(b"\n")
+
+
+def test_lease_holds_while_snapshots_flood_in():
+    """A target that hits a probe faster than pydi decodes: pydi keeps
+    renewing the lease between batches, so the probe still captures after
+    the lease's length. (libbpf reads a ring buffer as long as producers
+    write, so pydi once never got back to its timers, the lease lapsed after
+    5 s and the helper unhooked the probe under a live trace.)"""
+    target = spawn_host(APP, "flood")
+    try:
+        trace = subprocess.Popen([PYDI, "-j", "trace", "-p", str(target.pid),
+                                  "__main__:price", "--rate", "0", "--max-hits", "0",
+                                  "--capture", "args", "--timeout", "120"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert b'"READY"' in trace.stdout.readline()
+        lines = [0]
+        reader = threading.Thread(target=count_lines, args=(trace.stdout, lines))
+        reader.start()
+        time.sleep(LEASE_S + 3)
+        during = ask(target)
+        before = lines[0]
+        time.sleep(1)
+        written = lines[0] - before
+        trace.send_signal(signal.SIGINT)
+        err = trace.stderr.read().decode()
+        trace.wait(timeout=30)
+        reader.join()
+        report(f"lease: a probe flooded for {LEASE_S + 4} s: {written:,} snapshots "
+               f"in the last second; {err.strip().splitlines()[-1]}")
+        assert not during["original"], "the hook was reverted under a live trace"
+        assert written > 0, err
+        assert "ring buffer 0" not in err, "the target did not outpace pydi: no flood"
+        assert ask(target)["original"], "pydi did not revert the target on exit"
+    finally:
+        target.stop()

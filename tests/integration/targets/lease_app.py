@@ -1,5 +1,6 @@
-"""Target for the lease test: calls price() continuously from a thread and
-answers commands on stdin, one per line:
+"""Target for the lease test: calls price() continuously from a thread (every
+10 ms; back to back with the argument "flood") and answers commands on stdin,
+one per line:
   state  -> JSON {"code_id": id(price.__code__), "original": bool,
                   "monitoring": {tool: events} (3.12+), "calls": n}
 EOF on stdin exits."""
@@ -9,6 +10,7 @@ import threading
 import time
 
 CALLS = 0
+PAUSE_S = 0 if sys.argv[1:] == ["flood"] else 0.01
 
 
 def price(order_id, qty):
@@ -24,7 +26,8 @@ def worker():
     while True:
         price(CALLS, 2)
         CALLS += 1
-        time.sleep(0.01)
+        if PAUSE_S:
+            time.sleep(PAUSE_S)
 
 
 def state():
