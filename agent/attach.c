@@ -63,9 +63,10 @@ int attach_open(struct attached_proc *ap, pid_t pid, struct probe_engine *pe,
 static void tell_frame_offsets(struct attached_proc *ap)
 {
 	const struct py_offsets *o = &ap->pp.offsets;
-	uint64_t where[3] = {
+	uint64_t where[5] = {
 		o->tstate_cframe == PY_OFF_NONE ? UINT64_MAX : o->tstate_cframe,
-		o->cframe_current_frame, o->tstate_current_frame,
+		o->cframe_current_frame, o->tstate_current_frame, o->frame_code,
+		o->frame_code_is_stackref ? ~(uint64_t)3 : ~(uint64_t)0,
 	};
 	uint64_t known = 1;
 

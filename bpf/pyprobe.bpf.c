@@ -31,12 +31,15 @@
 
 #define INT_DIGITS_MAX		8	/* 30-bit digits: 240-bit ints */
 
-/* libbpf 1.1's BPF_KPROBE names five arguments; the sixth is in r9 (x86-64). */
-#if defined(__TARGET_ARCH_x86)
-#define PT_REGS_PARM6_FRAME(regs) ((regs)->r9)
-#else
-#define PT_REGS_PARM6_FRAME(regs) 0	/* BPF finds the frame from tstate */
+/*
+ * libbpf 1.1's BPF_KPROBE names five arguments; the sixth is in r9. The
+ * helper's hook point is x86-64 code, and what its first argument holds
+ * depends on the sixth.
+ */
+#if !defined(__TARGET_ARCH_x86)
+#error "pyprobe reads the hook's sixth argument from x86-64 registers"
 #endif
+#define PT_REGS_PARM6_FRAME(regs) ((regs)->r9)
 #define DICT_KEYS_LOG2_INDEX	9	/* PyDictKeysObject.dk_log2_index_bytes */
 #define DICT_KEYS_KIND		10	/* .dk_kind: 0 general, else unicode */
 #define DICT_KEYS_NENTRIES	24	/* .dk_nentries */
@@ -79,7 +82,9 @@ struct {
 } layouts SEC(".maps");
 
 /* Calls whose entry was captured: their return/exception is captured too,
- * whatever the rate limit says since, so a snapshot carries both. */
+ * whatever the rate limit says since, so a snapshot carries both. Only the
+ * calls the helper does not pair itself (PYPROBE_EV_PAIRED) are kept here:
+ * an insert and a delete cost ~0.4 us a call on the AMD EPYC VM. */
 struct inflight_key {
 	__u32 tgid;
 	__u32 slot;
@@ -572,9 +577,9 @@ static long obj_step(__u32 i, void *arg)
 
 /* Generic cell rate algorithm: one timestamp, updated by compare-and-swap. */
 static __always_inline bool rate_allows(struct pyprobe_stats *st,
-					const struct pyprobe_config *cfg)
+					const struct pyprobe_config *cfg, __u64 now)
 {
-	__u64 now = bpf_ktime_get_ns(), tat, base;
+	__u64 tat, base;
 
 	if (!cfg->rate_interval_ns)
 		return true;
@@ -591,8 +596,8 @@ static __always_inline bool rate_allows(struct pyprobe_stats *st,
 }
 
 static __always_inline int capture(const struct pyprobe_layout *lay, __u64 frame,
-				   __s64 line, __u32 event, __u64 value,
-				   __u64 slot_hint)
+				   __u64 code, __s64 line, __u32 event, __u64 value,
+				   __u64 slot_hint, bool paired)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32, zero = 0;
 	const struct pyprobe_config *cfg;
@@ -601,13 +606,13 @@ static __always_inline int capture(const struct pyprobe_layout *lay, __u64 frame
 	struct inflight_key ik = {};
 	struct scratch *sc;
 	struct walk w;
-	__u64 claimed, size;
+	__u64 claimed, size, now;
 
 	if (!frame)
 		return 0;
 	key.tgid = tgid;
 	key.event = event;
-	key.code = frame_code(lay, frame);
+	key.code = code;
 	key.line = line;
 	cfg = bpf_map_lookup_elem(&probes, &key);
 	if (!cfg)
@@ -622,9 +627,14 @@ static __always_inline int capture(const struct pyprobe_layout *lay, __u64 frame
 	ik.tgid = tgid;
 	ik.slot = cfg->slot;
 	ik.frame = frame;
+	now = bpf_ktime_get_ns();
 	if (event == PYPROBE_EV_RETURN || event == PYPROBE_EV_EXCEPTION) {
-		/* Only the end of a call whose entry we captured. */
-		if (bpf_map_delete_elem(&inflight, &ik))
+		/*
+		 * Only the end of a call whose entry we captured. A paired end's
+		 * entry reached us (the helper remembered it); if we dropped it,
+		 * userspace drops the end it finds no entry for.
+		 */
+		if (!paired && bpf_map_delete_elem(&inflight, &ik))
 			return 0;
 		claimed = 0;
 	} else {
@@ -633,7 +643,7 @@ static __always_inline int capture(const struct pyprobe_layout *lay, __u64 frame
 			__sync_fetch_and_add(&st->drop_max_hits, 1);
 			return 0;
 		}
-		if (!rate_allows(st, cfg)) {
+		if (!rate_allows(st, cfg, now)) {
 			__sync_fetch_and_add(&st->drop_rate, 1);
 			return 0;
 		}
@@ -642,7 +652,7 @@ static __always_inline int capture(const struct pyprobe_layout *lay, __u64 frame
 			__sync_fetch_and_add(&st->drop_max_hits, 1);
 			return 0;
 		}
-		if (event == PYPROBE_EV_ENTRY && cfg->pairs_return)
+		if (event == PYPROBE_EV_ENTRY && cfg->pairs_return && !paired)
 			bpf_map_update_elem(&inflight, &ik, &claimed, BPF_ANY);
 	}
 
@@ -654,7 +664,7 @@ static __always_inline int capture(const struct pyprobe_layout *lay, __u64 frame
 	sc->cap.tid = (__u32)bpf_get_current_pid_tgid();
 	sc->cap.event = event;
 	sc->cap.line = line;
-	sc->cap.ts_ns = bpf_ktime_get_ns();
+	sc->cap.ts_ns = now;
 	sc->cap.frame = frame;
 	sc->cap.code = key.code;
 	sc->cap.value = value;
@@ -672,7 +682,8 @@ static __always_inline int capture(const struct pyprobe_layout *lay, __u64 frame
 	w.lay = lay;
 	w.cfg = cfg;
 	/* The value first: it gets the budget before the locals do. */
-	if (event == PYPROBE_EV_RETURN || event == PYPROBE_EV_EXCEPTION)
+	if ((event == PYPROBE_EV_RETURN && (cfg->capture & PYPROBE_CAPTURE_RETURN)) ||
+	    event == PYPROBE_EV_EXCEPTION)
 		push(sc, value, 0);
 	if (event == PYPROBE_EV_EXCEPTION && value)
 		push(sc, read_u64(value + lay->exc_args), 1);
@@ -706,18 +717,21 @@ static __always_inline int capture(const struct pyprobe_layout *lay, __u64 frame
 }
 
 SEC("uprobe")
-int BPF_KPROBE(pydi_hook, __u64 tstate, __u64 slot, __s64 line, __s64 event,
+int BPF_KPROBE(pydi_hook, __u64 code_or_tstate, __u64 slot, __s64 line, __s64 event,
 	       __u64 value)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	const struct pyprobe_layout *lay = bpf_map_lookup_elem(&layouts, &tgid);
-	__u64 frame = PT_REGS_PARM6_FRAME(ctx);	/* 0: the helper has no offsets */
+	__u64 frame = PT_REGS_PARM6_FRAME(ctx), code = code_or_tstate;
 
 	if (!lay)
 		return 0;
-	if (!frame)
-		frame = current_frame(lay, tstate);
-	return capture(lay, frame, line, (__u32)event, value, slot);
+	if (!frame) {	/* the helper has no frame offsets */
+		frame = current_frame(lay, code_or_tstate);
+		code = frame ? frame_code(lay, frame) : 0;
+	}
+	return capture(lay, frame, code, line, (__u32)event & ~PYPROBE_EV_PAIRED, value,
+		       slot, event & PYPROBE_EV_PAIRED);
 }
 
 /* --no-inject: every frame entered from C, matched by code pointer. */
@@ -729,7 +743,8 @@ int BPF_KPROBE(pydi_eval_frame, __u64 tstate, __u64 frame)
 
 	if (!lay)
 		return 0;
-	return capture(lay, frame, 0, PYPROBE_EV_ENTRY, 0, ~0ULL);
+	return capture(lay, frame, frame ? frame_code(lay, frame) : 0, 0, PYPROBE_EV_ENTRY,
+		       0, ~0ULL, false);
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -28,6 +28,8 @@
 #define PYPROBE_EV_RETURN	2
 #define PYPROBE_EV_EXCEPTION	3
 #define PYPROBE_EV_LINE		4
+/* Or'ed in by the helper: it pairs this call's entry and end itself. */
+#define PYPROBE_EV_PAIRED	0x100
 
 /* How instance attributes are found (per CPython minor). */
 #define PYPROBE_ATTRS_NONE		0

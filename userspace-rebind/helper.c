@@ -38,15 +38,16 @@ static PyObject *native_module;	/* this module, while _start loads _pydi_boot */
  * replaces exactly that with a call, instead of trapping and single-stepping a
  * compiler-chosen prologue instruction (~10 us per hit).
  *
- * void pydi_hook_event(void *tstate, uint64_t slot, int64_t line,
+ * void pydi_hook_event(uint64_t code_or_tstate, uint64_t slot, int64_t line,
  *                      int64_t event, void *value, uint64_t frame);
  *
- * tstate's current frame is the probed frame (BPF reads the code from it);
- * frame is that frame, read here where it costs two loads instead of two
- * of BPF's user-memory reads (0 if the helper has no frame offsets); slot
- * is the probe's gate, event an enum pydi_hook_event, value the return value
- * or the exception (NULL otherwise). Only hook.c calls it, after the slot's
- * gate let the call through.
+ * frame is the probed frame and code_or_tstate its code, read here where
+ * they cost a few loads instead of BPF's user-memory reads (~65 ns each);
+ * if the helper has no frame offsets, frame is 0 and code_or_tstate the
+ * thread state, whose current frame BPF reads. slot is the probe's gate,
+ * event an enum pydi_hook_event (with PYDI_EV_PAIRED), value the return
+ * value or the exception (NULL otherwise). Only hook.c calls it, after the
+ * slot's gate let the call through.
  */
 __asm__(".text\n"
 	".globl pydi_hook_event\n"

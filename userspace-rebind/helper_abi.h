@@ -19,7 +19,7 @@
 #include <stdint.h>
 
 #define PYDI_HELPER_MAGIC	0x706c656869647970ULL	/* "pydihelp" */
-#define PYDI_HELPER_ABI		2	/* 2: the hook passes the frame */
+#define PYDI_HELPER_ABI		3	/* 2: the hook passes the frame; 3: and its code, PYDI_EV_PAIRED */
 #define PYDI_HELPER_STATE_SYM	"pydi_helper_state"
 #define PYDI_HELPER_MEMFD_NAME	"pydi-helper"
 #define PYDI_HELPER_MODULE	"_pydi_helper"
@@ -37,6 +37,13 @@ enum pydi_hook_event {
 	PYDI_EV_EXCEPTION = 3,	/* exception leaving the function */
 	PYDI_EV_LINE = 4,	/* a probed line is about to run */
 };
+
+/*
+ * Or'ed into a call's entry when the hook will report its end too (it
+ * remembered the call), and into that end: BPF then need not remember the
+ * call itself. Without it BPF pairs an end with its entry on its own.
+ */
+#define PYDI_EV_PAIRED 0x100
 
 /*
  * One gate per probe slot, kept current by the agent. The native hook checks
@@ -82,15 +89,18 @@ struct pydi_helper_state {
 	uint64_t hook_fn;		/* address of pydi_hook_event */
 	char error[256];		/* why status is FAILED */
 	/*
-	 * Where a thread state keeps its running frame, written by the agent
-	 * from its offsets (frame_known = 0 until then). With it the hook
-	 * remembers which calls it let through, so the end of a call whose
-	 * start the gate stopped does not pay the trap either.
+	 * Where a thread state keeps its running frame and a frame its code,
+	 * written by the agent from its offsets (frame_known = 0 until then).
+	 * With them the hook remembers which calls it let through, so the end
+	 * of a call whose start the gate stopped does not pay the trap either,
+	 * and hands BPF the frame and code it would otherwise read itself.
 	 */
 	uint64_t frame_known;
 	uint64_t tstate_cframe;		/* UINT64_MAX: the frame hangs off tstate */
 	uint64_t cframe_current_frame;
 	uint64_t tstate_current_frame;
+	uint64_t frame_code;
+	uint64_t code_mask;		/* clears a tagged reference's bits (3.14) */
 };
 
 #endif /* PYDI_HELPER_ABI_H */

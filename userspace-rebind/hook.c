@@ -108,16 +108,18 @@ current_frame(void)
 	return *(uint64_t *)(tstate + st->tstate_current_frame);
 }
 
-static void
+/* 1 if remembered; 0 when the slot's table is full. */
+static int
 remember_call(uint64_t slot, uint64_t frame)
 {
 	for (int i = 0; i < TRAPPED_PER_SLOT; i++) {
 		if (trapped[slot][i] == 0 || trapped[slot][i] == frame) {
 			trapped[slot][i] = frame;
-			return;
+			return 1;
 		}
 	}
 	trapped_overflow[slot] = 1;
+	return 0;
 }
 
 /* Was this call's start let through? Forgets it either way. */
@@ -139,6 +141,7 @@ hook_hit(uint64_t slot, int64_t event, int64_t line, PyObject *value)
 {
 	struct pydi_gate *gate;
 	uint64_t next_allowed, frame = 0;
+	int64_t paired = 0;
 	int limited;
 
 	if (slot >= PYDI_MAX_GATES) {
@@ -160,8 +163,9 @@ hook_hit(uint64_t slot, int64_t event, int64_t line, PyObject *value)
 			gate->skipped++;
 			return;
 		}
-		if (event == PYDI_EV_ENTRY && (frame = current_frame()) != 0) {
-			remember_call(slot, frame);
+		if (event == PYDI_EV_ENTRY && (frame = current_frame()) != 0
+		    && remember_call(slot, frame)) {
+			paired = PYDI_EV_PAIRED;
 		}
 	}
 	else {
@@ -172,8 +176,10 @@ hook_hit(uint64_t slot, int64_t event, int64_t line, PyObject *value)
 		 * ones whose start it did not capture.
 		 */
 		frame = current_frame();
-		if (frame != 0 && !forget_call(slot, frame) && limited
-		    && !trapped_overflow[slot]) {
+		if (frame != 0 && forget_call(slot, frame)) {
+			paired = PYDI_EV_PAIRED;
+		}
+		else if (limited && frame != 0 && !trapped_overflow[slot]) {
 			return;
 		}
 	}
@@ -184,7 +190,14 @@ hook_hit(uint64_t slot, int64_t event, int64_t line, PyObject *value)
 	if (frame == 0) {
 		frame = current_frame();
 	}
-	pydi_hook_event(PyThreadState_Get(), slot, line, event, value, frame);
+	if (frame == 0) {
+		pydi_hook_event((uintptr_t)PyThreadState_Get(), slot, line,
+				event | paired, value, 0);
+		return;
+	}
+	pydi_hook_event(*(uint64_t *)(frame + pydi_helper_state.frame_code) &
+			pydi_helper_state.code_mask, slot, line, event | paired,
+			value, frame);
 }
 
 static int

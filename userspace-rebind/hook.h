@@ -13,12 +13,13 @@
 
 /*
  * The hook point BPF attaches to (assembly in helper.c: a 5-byte NOP, then
- * ret). tstate is the caller's thread state: its current frame is the
- * probed function's frame, because the callers (a builtin called from
- * inserted bytecode on 3.11, a sys.monitoring callback on 3.12+) push no
- * interpreter frame of their own.
+ * ret). The probed function's frame is the thread's current frame, because
+ * the callers (a builtin called from inserted bytecode on 3.11, a
+ * sys.monitoring callback on 3.12+) push no interpreter frame of their own.
+ * With frame offsets the hook passes that frame and its code; without
+ * (frame 0) it passes the thread state, and BPF finds both from it.
  */
-void pydi_hook_event(void *tstate, uint64_t slot, int64_t line,
+void pydi_hook_event(uint64_t code_or_tstate, uint64_t slot, int64_t line,
 		     int64_t event, void *value, uint64_t frame);
 
 /* Add the hook functions to the module and publish the gates and the hook
