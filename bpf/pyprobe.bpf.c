@@ -3,8 +3,8 @@
  * pyprobe: match a hooked Python frame against the probe map and copy a
  * bounded, shallow capture of it into the ring buffer.
  *
- * Entered from the helper's pydi_hook_event (tstate, slot, line, event,
- * value, frame) — only targeted code reaches it — or, in --no-inject mode, from
+ * Entered from the helper's pydi_hook_event (code or tstate, slot, line,
+ * event, value, frame) — only targeted code reaches it — or, in --no-inject mode, from
  * _PyEval_EvalFrameDefault (tstate, frame), which sees C-entered frames only.
  * The GIL is held in both places, so the frame and its objects are
  * consistent while we read them. No Python code runs in the target.
