@@ -1256,6 +1256,24 @@ int di_api_fd(const struct di_api *api)
 	return api->updates_fd;
 }
 
+/* Drop the waiting updates of one (service, environment); lock held. */
+static void drop_updates(struct di_api *api, const char *service,
+			 const char *environment)
+{
+	struct di_update **pu = &api->updates, *u;
+
+	while ((u = *pu)) {
+		if (!strcmp(u->service, service) &&
+		    !strcmp(u->environment, environment)) {
+			*pu = u->next;
+			u->next = NULL;
+			di_update_free(u);
+		} else {
+			pu = &u->next;
+		}
+	}
+}
+
 void di_api_watch(struct di_api *api, const char *service,
 		  const char *environment, bool on)
 {
@@ -1269,7 +1287,10 @@ void di_api_watch(struct di_api *api, const char *service,
 		    !strcmp(w->environment, environment))
 			break;
 	if (w && !on) {
+		/* Nothing more arrives for it, not even what its last polls
+		 * queued before the caller let go of it. */
 		w->removed = true;
+		drop_updates(api, service, environment);
 	} else if (!w && on) {
 		w = calloc(1, sizeof(*w));
 		if (w) {

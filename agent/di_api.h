@@ -49,7 +49,8 @@ void di_api_stop(struct di_api *api);
 /* Readable (an eventfd) when updates are waiting. */
 int di_api_fd(const struct di_api *api);
 
-/* Start or stop polling for a (service, environment); idempotent. */
+/* Start or stop polling for a (service, environment); idempotent. Once
+ * stopped, none of its updates are taken any more, queued ones included. */
 void di_api_watch(struct di_api *api, const char *service,
 		  const char *environment, bool on);
 

@@ -682,6 +682,30 @@ static void test_unwatch_stops_polling(void **state)
 	di_api_stop(api);
 }
 
+static void test_unwatch_drops_waiting_updates(void **state)
+{
+	struct di_api_opts opts = {
+		.base_url = base_url,
+		.breakpoint_poll_s = 1,
+		.probe_poll_s = 1,
+		.timeout_ms = 800,
+		.max_response_bytes = MAX_RESPONSE,
+	};
+	struct pollfd pfd = { .events = POLLIN };
+	struct di_api *api;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(di_api_start(&api, &opts, err, sizeof(err)), 0);
+	di_api_watch(api, "basic", ENV, true);
+	pfd.fd = di_api_fd(api);
+	assert_int_equal(poll(&pfd, 1, 5000), 1);
+	/* Updates wait for the caller; it lets go of the service instead. */
+	di_api_watch(api, "basic", ENV, false);
+	assert_null(di_api_take_updates(api));
+	di_api_stop(api);
+}
+
 static void test_report_queue_drops_the_oldest(void **state)
 {
 	struct di_api_opts opts = {
@@ -717,6 +741,7 @@ int main(void)
 		cmocka_unit_test(test_failures_are_logged_once_per_state),
 		cmocka_unit_test(test_stop_is_fast_with_a_request_in_flight),
 		cmocka_unit_test(test_unwatch_stops_polling),
+		cmocka_unit_test(test_unwatch_drops_waiting_updates),
 		cmocka_unit_test(test_report_queue_drops_the_oldest),
 	};
 
