@@ -195,7 +195,8 @@ static json_t *decode_int(const struct decode *d, const uint8_t *payload,
 		int64_t size = (int64_t)tag;
 
 		negative = size < 0;
-		ndigits = (size_t)(size < 0 ? -size : size);
+		/* in unsigned: a hostile INT64_MIN has no signed negation */
+		ndigits = size < 0 ? (size_t)0 - (size_t)size : (size_t)size;
 	}
 	if (ndigits > have || ndigits > 8)
 		return not_captured("int", "too_large");
