@@ -25,39 +25,40 @@ struct {
 const volatile int mode = FLOOR_EMPTY;
 __u64 reserve_failed = 0;
 
-static __always_inline __u64 header(struct floor_key *k, __u32 event, __u64 frame,
-				    __u64 *slot)
+/*
+ * Both events start with the same header: the lookup, the reservation and
+ * the header's words. NULL (counted) when the ring buffer is full.
+ */
+static __always_inline __u64 *start_event(__u32 event, __u64 frame, __u64 size)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u64 *cfg;
+	struct floor_key k = {
+		.tgid = pid_tgid >> 32, .event = event, .code = frame,
+	};
+	__u64 *cfg = bpf_map_lookup_elem(&probes, &k), *header;
 
-	k->tgid = pid_tgid >> 32;
-	k->event = event;
-	k->code = frame;
-	cfg = bpf_map_lookup_elem(&probes, k);
-	*slot = cfg ? *cfg : 0;
-	return pid_tgid;
+	header = bpf_ringbuf_reserve(&events, size, 0);
+	if (!header) {
+		__sync_fetch_and_add(&reserve_failed, 1);
+		return NULL;
+	}
+	header[0] = pid_tgid;
+	header[1] = bpf_ktime_get_ns();
+	header[2] = cfg ? *cfg : 0;
+	header[3] = frame;
+	return header;
 }
 
 SEC("uprobe")
 int BPF_KPROBE(floor_entry, __u64 frame)
 {
-	struct floor_key k = {};
 	struct floor_entry *e;
-	__u64 pid_tgid, slot;
 
 	if (mode != FLOOR_CAPTURE)
 		return 0;
-	pid_tgid = header(&k, 1, frame, &slot);
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		__sync_fetch_and_add(&reserve_failed, 1);
+	e = (struct floor_entry *)start_event(1, frame, sizeof(*e));
+	if (!e)
 		return 0;
-	}
-	e->header[0] = pid_tgid;
-	e->header[1] = bpf_ktime_get_ns();
-	e->header[2] = slot;
-	e->header[3] = frame;
 	bpf_probe_read_user(e->slots, sizeof(e->slots), (const void *)frame);
 	for (int i = 0; i < 3; i++)
 		bpf_probe_read_user(e->heads[i], sizeof(e->heads[i]),
@@ -69,23 +70,13 @@ int BPF_KPROBE(floor_entry, __u64 frame)
 SEC("uprobe")
 int BPF_KPROBE(floor_end, __u64 frame)
 {
-	struct floor_key k = {};
-	struct floor_end *e;
-	__u64 pid_tgid, slot;
+	__u64 *header;
 
 	if (mode != FLOOR_CAPTURE)
 		return 0;
-	pid_tgid = header(&k, 2, frame, &slot);
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		__sync_fetch_and_add(&reserve_failed, 1);
-		return 0;
-	}
-	e->header[0] = pid_tgid;
-	e->header[1] = bpf_ktime_get_ns();
-	e->header[2] = slot;
-	e->header[3] = frame;
-	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+	header = start_event(2, frame, sizeof(struct floor_end));
+	if (header)
+		bpf_ringbuf_submit(header, BPF_RB_NO_WAKEUP);
 	return 0;
 }
 
