@@ -179,6 +179,7 @@ def test_lease_holds_while_snapshots_flood_in():
     write, so pydi once never got back to its timers, the lease lapsed after
     5 s and the helper unhooked the probe under a live trace.)"""
     target = spawn_host(APP, "flood")
+    trace = None
     try:
         trace = subprocess.Popen([PYDI, "-j", "trace", "-p", str(target.pid),
                                   "__main__:price", "--rate", "0", "--max-hits", "0",
@@ -204,4 +205,7 @@ def test_lease_holds_while_snapshots_flood_in():
         assert "ring buffer 0" not in err, "the target did not outpace pydi: no flood"
         assert ask(target)["original"], "pydi did not revert the target on exit"
     finally:
+        if trace is not None and trace.poll() is None:
+            trace.kill()
+            trace.wait()
         target.stop()
