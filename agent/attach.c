@@ -80,6 +80,26 @@ static void tell_frame_offsets(struct attached_proc *ap)
 			     &known, sizeof(known));
 }
 
+static int read_ends_head(struct proc_mem *pm, const struct attached_proc *ap,
+			  uint64_t *head)
+{
+	return proc_mem_read(pm, ap->hc.state.ends + offsetof(struct pydi_ends, head),
+			     head, sizeof(*head));
+}
+
+/* Ends told before we came are no call of ours. */
+static void skip_told_ends(struct attached_proc *ap)
+{
+	struct proc_mem pm;
+
+	if (!ap->hc.state.ends)
+		return;
+	proc_mem_init(&pm, ap->pp.pid);
+	if (read_ends_head(&pm, ap, &ap->ends_read))
+		ap->ends_read = 0;
+	proc_mem_close(&pm);
+}
+
 int attach_inject_helper(struct attached_proc *ap, uint64_t lease_ms, char *err,
 			 size_t err_len)
 {
@@ -89,6 +109,7 @@ int attach_inject_helper(struct attached_proc *ap, uint64_t lease_ms, char *err,
 		return ret;
 	ap->injected = true;
 	tell_frame_offsets(ap);
+	skip_told_ends(ap);
 	attach_renew_lease(ap, lease_ms);
 	return 0;
 }
@@ -212,6 +233,52 @@ void attach_set_gate(struct attached_proc *ap, uint32_t slot, bool armed,
 	gate.next_allowed_ns = next_allowed_ns;
 	pt_write_mem(ap->pp.pid, gate_addr(ap, slot), &gate,
 		     offsetof(struct pydi_gate, hits));
+}
+
+int attach_read_ends(struct attached_proc *ap, struct pydi_end *out, size_t max,
+		     uint64_t *lost)
+{
+	uint64_t rec = ap->hc.state.ends + offsetof(struct pydi_ends, rec);
+	uint64_t head, again, from = ap->ends_read, n, gone;
+	struct proc_mem pm;
+	int ret;
+
+	if (!ap->injected || !ap->hc.state.ends || !max)
+		return 0;
+	proc_mem_init(&pm, ap->pp.pid);
+	ret = read_ends_head(&pm, ap, &head);
+	if (ret)
+		goto out;
+	if (head < from)		/* not the ring we knew: start over */
+		from = head;
+	if (head - from > PYDI_ENDS_MAX) {
+		*lost += head - from - PYDI_ENDS_MAX;
+		from = head - PYDI_ENDS_MAX;
+	}
+	n = head - from < max ? head - from : max;
+	for (uint64_t i = 0; i < n;) {
+		uint64_t at = (from + i) & (PYDI_ENDS_MAX - 1);
+		uint64_t run = n - i < PYDI_ENDS_MAX - at ? n - i : PYDI_ENDS_MAX - at;
+
+		ret = proc_mem_read(&pm, rec + at * sizeof(*out), out + i, run * sizeof(*out));
+		if (ret)
+			goto out;
+		i += run;
+	}
+	ret = read_ends_head(&pm, ap, &again);
+	if (ret)
+		goto out;
+	/* What the hook may have rewritten while we read is not trusted. */
+	gone = again - from > PYDI_ENDS_MAX ? again - from - PYDI_ENDS_MAX : 0;
+	if (gone > n)
+		gone = n;
+	memmove(out, out + gone, (n - gone) * sizeof(*out));
+	*lost += gone;
+	ap->ends_read = from + n;
+	ret = (int)(n - gone);
+out:
+	proc_mem_close(&pm);
+	return ret;
 }
 
 bool attach_slot_free(struct attached_proc *ap, uint32_t slot)
@@ -390,6 +457,25 @@ int hooked_probe_hook(struct attached_proc *ap, const struct probe_spec *spec,
 	return 0;
 }
 
+/*
+ * Arm the slot's gate for hp. A function probe that captures no return value
+ * has its calls' ends told in the helper's ends ring: the end of a call needs
+ * BPF only for what it captures (a return value, an exception), and its
+ * trap was most of what it cost.
+ */
+static void arm_gate(struct attached_proc *ap, struct hooked_probe *hp)
+{
+	struct pydi_gate gate = { .armed = 1 };
+
+	hp->ends_in_ring = !hp->line_probe && !(hp->spec.capture & PYPROBE_CAPTURE_RETURN) &&
+			   ap->hc.state.ends;
+	if (hp->ends_in_ring)
+		gate.flags = PYDI_GATE_END_IN_RING;
+	if (ap->injected && ap->hc.state.gates && attach_alive(ap))
+		pt_write_mem(ap->pp.pid, gate_addr(ap, hp->slot), &gate,
+			     offsetof(struct pydi_gate, hits));
+}
+
 int hooked_probe_arm(struct attached_proc *ap, struct probe_engine *pe,
 		     struct hooked_probe *hp, char *err, size_t err_len)
 {
@@ -401,7 +487,7 @@ int hooked_probe_arm(struct attached_proc *ap, struct probe_engine *pe,
 		set_err(err, err_len, "updating the probe map: %s", strerror(-ret));
 		return ret;
 	}
-	attach_set_gate(ap, hp->slot, true, 0);
+	arm_gate(ap, hp);
 	return 0;
 }
 

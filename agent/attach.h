@@ -25,6 +25,7 @@ struct attached_proc {
 	struct inject_result inject;
 	bool opened;
 	bool injected;
+	uint64_t ends_read;		/* the helper's ends ring: records taken */
 };
 
 /* pyproc_open + layouts to BPF. -EMEDIUMTYPE when pydi cannot instrument
@@ -65,6 +66,13 @@ int attach_read_gate(struct attached_proc *ap, uint32_t slot,
 		     struct pydi_gate *gate);
 void attach_set_gate(struct attached_proc *ap, uint32_t slot, bool armed,
 		     uint64_t next_allowed_ns);
+/*
+ * The call ends the helper told in its ends ring (PYDI_GATE_END_IN_RING)
+ * since the last call, oldest first, at most max into out; *lost counts
+ * the ones overwritten before they could be read. How many, or -errno.
+ */
+int attach_read_ends(struct attached_proc *ap, struct pydi_end *out, size_t max,
+		     uint64_t *lost);
 /* True if no one (another pydi included) has armed this slot's gate. */
 bool attach_slot_free(struct attached_proc *ap, uint32_t slot);
 
@@ -84,6 +92,7 @@ struct hooked_probe {
 	bool line_probe;
 	bool hooked;			/* the helper holds a hook for us */
 	bool rekey;			/* 3.11: other probes may swap our code */
+	bool ends_in_ring;		/* its returns are told in the helper's ends ring */
 	json_t *codes;			/* the hook reply's codes */
 	json_t *routes;			/* framework routes that reach the code */
 	json_t *keys;			/* BPF keys set, for removal */

@@ -26,6 +26,8 @@
 #define GC_EVERY_NS		(10 * NS_PER_S)
 #define MAX_HITS_CHECK_NS	(100 * NS_PER_MS)
 #define DRAIN_NS		(2 * NS_PER_S)
+#define TOLD_ENDS_NS		(10 * NS_PER_MS)	/* look again for told call ends */
+#define TOLD_ENDS_BATCH		256
 #define AGENT_PROBE_PREFIX	"agent/"
 #define FAILED_MEMORY_MAX	4096
 /* What ADOT's client sends when the resource names no environment. */
@@ -118,6 +120,8 @@ struct probe_manager {
 	uint64_t insts_walked_ns;
 	uint64_t last_gc_ns;
 	bool watch_insts;		/* some instance READY or with calls in flight */
+	uint64_t told_ends_due_ns;	/* an entry waits for its told end (UINT64_MAX: none) */
+	uint64_t told_ends_lost;	/* overwritten in a helper's ring before we read them */
 	uint64_t last_second_ns;
 	uint64_t last_sweep_ns;
 	uint64_t injection_failures;
@@ -284,9 +288,47 @@ static int on_capture(void *ctx, const struct pyprobe_capture *cap, size_t size)
 		due_at(&pm->insts_due_ns, pm->insts_walked_ns + MAX_HITS_CHECK_NS);
 	pm->watch_insts = true;		/* its call's end may never come */
 	call_pairs_add(&in->pairs, in->hp.cfg.pairs_return, cap, size, emit_pair, in);
+	if (in->hp.ends_in_ring && cap->event == PYPROBE_EV_ENTRY)
+		due_at(&pm->told_ends_due_ns, monotonic_ns() + TOLD_ENDS_NS);
 	if (!in->drain_until_ns)
 		hooked_probe_refresh_gate(in->proc->ap, pm->engine, &in->hp);
 	return 0;
+}
+
+/*
+ * The returns the helper told in its ends ring (PYDI_GATE_END_IN_RING) go to
+ * the instances' waiting entries. Looked for after each batch of captures,
+ * and every TOLD_ENDS_NS while an entry still waits for one.
+ */
+static void take_told_ends(struct probe_manager *pm)
+{
+	struct pydi_end ends[TOLD_ENDS_BATCH];
+	int n;
+
+	pm->told_ends_due_ns = UINT64_MAX;
+	for (size_t i = 0; i < pm->nprocs; i++) {
+		struct proc_entry *p = pm->procs[i];
+
+		if (!p->ap || !p->injected)
+			continue;
+		do {
+			n = attach_read_ends(p->ap, ends, TOLD_ENDS_BATCH, &pm->told_ends_lost);
+			for (int e = 0; e < n; e++) {
+				struct instance *in = ends[e].slot < PYPROBE_MAX_PROBES ?
+						      pm->by_slot[ends[e].slot] : NULL;
+
+				if (in && in->proc == p)
+					call_pairs_told_end(&in->pairs, ends[e].frame,
+							    ends[e].ts_ns, emit_pair, in);
+			}
+		} while (n == TOLD_ENDS_BATCH);
+	}
+	for (size_t i = 0; i < pm->ninsts; i++)
+		if (pm->insts[i]->has_slot && pm->insts[i]->hp.ends_in_ring &&
+		    !call_pairs_empty(&pm->insts[i]->pairs)) {
+			pm->told_ends_due_ns = monotonic_ns() + TOLD_ENDS_NS;
+			break;
+		}
 }
 
 /* --- instances ------------------------------------------------------------ */
@@ -305,6 +347,7 @@ static void unhook(struct probe_manager *pm, struct instance *in)
 	if (in->has_slot) {
 		/* Let the returns of captured calls arrive first. */
 		probe_engine_poll(pm->engine, 0);
+		take_told_ends(pm);
 		read_counters(pm, in);
 		hooked_probe_detach(in->proc->ap, pm->engine, in->probe_id, &in->hp);
 		pm->by_slot[in->hp.slot] = NULL;
@@ -1063,6 +1106,8 @@ void pm_tick(struct probe_manager *pm)
 	 * and signals are served in between. */
 	uint64_t budget_end = now + WORK_BUDGET_NS;
 
+	if (now >= pm->told_ends_due_ns)
+		take_told_ends(pm);
 	if (now >= pm->procs_due_ns) {
 		pm->procs_due_ns = now + WALK_BACKSTOP_NS;
 		due_at(&pm->procs_due_ns, walk_procs(pm, now, budget_end));
@@ -1100,6 +1145,7 @@ uint64_t pm_next_due_ns(const struct probe_manager *pm)
 
 	due_at(&next, pm->procs_due_ns);
 	due_at(&next, pm->insts_due_ns);
+	due_at(&next, pm->told_ends_due_ns);
 	return pm->dirty ? 0 : next;
 }
 
@@ -1111,6 +1157,8 @@ int pm_engine_fd(struct probe_manager *pm)
 void pm_engine_consume(struct probe_manager *pm)
 {
 	probe_engine_poll(pm->engine, 0);
+	if (pm->told_ends_due_ns != UINT64_MAX)
+		take_told_ends(pm);
 }
 
 /* --- listing and metrics -------------------------------------------------- */
@@ -1211,6 +1259,10 @@ void pm_metrics(struct probe_manager *pm, FILE *out)
 		"# TYPE pydi_injection_failures_total counter\n"
 		"pydi_injection_failures_total %llu\n",
 		(unsigned long long)pm->injection_failures);
+	fprintf(out, "# HELP pydi_call_ends_lost_total Call ends a helper told that were "
+		"overwritten before the agent read them (their snapshots lack a duration).\n"
+		"# TYPE pydi_call_ends_lost_total counter\n"
+		"pydi_call_ends_lost_total %llu\n", (unsigned long long)pm->told_ends_lost);
 }
 
 /* --- open and close ------------------------------------------------------- */
@@ -1226,6 +1278,7 @@ int pm_open(struct probe_manager **out, const struct pm_opts *o, char *err,
 	pm->o = *o;
 	pm->failed = json_object();
 	pm->last_sweep_ns = monotonic_ns();
+	pm->told_ends_due_ns = UINT64_MAX;
 	ret = probe_engine_open(&pm->engine, o->ringbuf_bytes, false, on_capture, pm,
 				err, err_len);
 	if (ret) {

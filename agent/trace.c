@@ -31,6 +31,8 @@
 #define COMMAND_TIMEOUT_MS	10000
 #define POLL_MS			100
 #define DRAIN_MS		2000	/* MaxHits: wait this long for call ends */
+#define TOLD_ENDS_POLL_MS	10	/* an entry waits for its told end */
+#define TOLD_ENDS_BATCH		256
 #define DEFAULT_MAX_HITS	100	/* BREAKPOINT default, as ADOT */
 #define DEFAULT_RATE		5.0	/* snapshots per second */
 #define RINGBUF_BYTES		(4u << 20)
@@ -78,6 +80,7 @@ struct trace {
 	bool disabled;
 	long snapshots;
 	struct call_pairs pairs;
+	uint64_t told_ends_lost;	/* overwritten in the helper's ring unread */
 };
 
 static void on_signal(int sig)
@@ -294,6 +297,33 @@ static int on_capture(void *ctx, const struct pyprobe_capture *cap, size_t size)
 	/* Keep the gate's idea of the next allowed time current. */
 	hooked_probe_refresh_gate(&tr->ap, tr->engine, &tr->hp);
 	return 0;
+}
+
+/* The returns the helper told in its ends ring (PYDI_GATE_END_IN_RING). */
+static void take_told_ends(struct trace *tr)
+{
+	struct pydi_end ends[TOLD_ENDS_BATCH];
+	int n;
+
+	if (!tr->hp.ends_in_ring)
+		return;
+	do {
+		n = attach_read_ends(&tr->ap, ends, TOLD_ENDS_BATCH, &tr->told_ends_lost);
+		for (int i = 0; i < n; i++)
+			if (ends[i].slot == tr->hp.slot)
+				call_pairs_told_end(&tr->pairs, ends[i].frame, ends[i].ts_ns,
+						    emit_pair, tr);
+	} while (n == TOLD_ENDS_BATCH);
+}
+
+/* Captures, then the told ends of their calls; sooner while entries wait. */
+static int poll_captures(struct trace *tr)
+{
+	int waiting = tr->hp.ends_in_ring && !call_pairs_empty(&tr->pairs);
+	int ret = probe_engine_poll(tr->engine, waiting ? TOLD_ENDS_POLL_MS : POLL_MS);
+
+	take_told_ends(tr);
+	return ret;
 }
 
 /* --- setting the probe up ------------------------------------------------ */
@@ -592,11 +622,11 @@ static void print_counters(struct trace *tr)
 		return;
 	attach_read_gate(&tr->ap, tr->hp.slot, &gate);
 	p_info("pydi: probe %s: %ld snapshots; calls %llu (gated off %llu), reached BPF %llu, "
-	       "dropped: rate %llu, max-hits %llu, ring buffer %llu", tr->probe_id,
-	       tr->snapshots, (unsigned long long)gate.hits,
+	       "dropped: rate %llu, max-hits %llu, ring buffer %llu; call ends lost %llu",
+	       tr->probe_id, tr->snapshots, (unsigned long long)gate.hits,
 	       (unsigned long long)gate.skipped, (unsigned long long)st.hits,
 	       (unsigned long long)st.drop_rate, (unsigned long long)st.drop_max_hits,
-	       (unsigned long long)st.drop_ringbuf);
+	       (unsigned long long)st.drop_ringbuf, (unsigned long long)tr->told_ends_lost);
 }
 
 static int poll_loop(struct trace *tr, uint64_t start, bool renew_lease)
@@ -607,7 +637,7 @@ static int poll_loop(struct trace *tr, uint64_t start, bool renew_lease)
 	while (!exiting) {
 		uint64_t now = monotonic_ns();
 
-		if (probe_engine_poll(tr->engine, POLL_MS) < 0 && !exiting)
+		if (poll_captures(tr) < 0 && !exiting)
 			break;
 		fflush(stdout);	/* snapshots are written unflushed, a batch per poll */
 		if (now - last_renew > LEASE_RENEW_MS * 1000000ull) {
@@ -634,7 +664,7 @@ static int poll_loop(struct trace *tr, uint64_t start, bool renew_lease)
 			attach_set_gate(&tr->ap, tr->hp.slot, true, UINT64_MAX);
 			while (!call_pairs_empty(&tr->pairs) && monotonic_ns() < drain_end &&
 			       !exiting)
-				probe_engine_poll(tr->engine, POLL_MS);
+				poll_captures(tr);
 			call_pairs_evict(&tr->pairs, true, emit_pair, tr);
 			tr->disabled = true;
 			attach_set_gate(&tr->ap, tr->hp.slot, false, 0);
@@ -645,6 +675,7 @@ static int poll_loop(struct trace *tr, uint64_t start, bool renew_lease)
 			break;
 	}
 	probe_engine_poll(tr->engine, 0);
+	take_told_ends(tr);
 	call_pairs_evict(&tr->pairs, true, emit_pair, tr);
 	fflush(stdout);
 	print_counters(tr);

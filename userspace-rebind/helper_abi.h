@@ -19,7 +19,8 @@
 #include <stdint.h>
 
 #define PYDI_HELPER_MAGIC	0x706c656869647970ULL	/* "pydihelp" */
-#define PYDI_HELPER_ABI		3	/* 2: the hook passes the frame; 3: and its code, PYDI_EV_PAIRED */
+#define PYDI_HELPER_ABI		4	/* 2: the hook passes the frame; 3: and its code,
+					   PYDI_EV_PAIRED; 4: gate flags, the ends ring */
 #define PYDI_HELPER_STATE_SYM	"pydi_helper_state"
 #define PYDI_HELPER_MEMFD_NAME	"pydi-helper"
 #define PYDI_HELPER_MODULE	"_pydi_helper"
@@ -55,10 +56,38 @@ enum pydi_hook_event {
 
 struct pydi_gate {
 	uint32_t armed;			/* BPF is attached for this slot */
-	uint32_t generation;		/* bumped by the agent when it reuses a slot */
+	uint32_t flags;			/* PYDI_GATE_* */
 	uint64_t next_allowed_ns;	/* CLOCK_MONOTONIC; 0 = no rate limit */
 	uint64_t hits;			/* calls (entries) and line hits */
 	uint64_t skipped;		/* of those, the ones the gate kept from the trap */
+};
+
+/*
+ * The probe captures no return value: a call the hook let through that
+ * returns (an exception still traps) is told in the ends ring, not trapped.
+ */
+#define PYDI_GATE_END_IN_RING	1u
+
+/*
+ * The ends of calls told without a trap: the hook writes a record, then
+ * bumps head (release); record i is at rec[i % PYDI_ENDS_MAX] until
+ * PYDI_ENDS_MAX later ones overwrite it. The agent reads head, the records
+ * it has not seen, then head again: what may have been overwritten meanwhile
+ * is lost, never misread. The entry of the same call went to BPF first; the
+ * agent pairs the two by frame address and time.
+ */
+#define PYDI_ENDS_MAX	4096		/* a power of 2 */
+
+struct pydi_end {
+	uint64_t frame;			/* the call's frame address */
+	uint64_t ts_ns;			/* CLOCK_MONOTONIC, as bpf_ktime_get_ns() */
+	uint32_t slot;
+	uint32_t reserved;
+};
+
+struct pydi_ends {
+	uint64_t head;			/* records written so far */
+	struct pydi_end rec[PYDI_ENDS_MAX];
 };
 
 enum pydi_helper_status {
@@ -101,6 +130,7 @@ struct pydi_helper_state {
 	uint64_t tstate_current_frame;
 	uint64_t frame_code;
 	uint64_t code_mask;		/* clears a tagged reference's bits (3.14) */
+	uint64_t ends;			/* address of struct pydi_ends */
 };
 
 #endif /* PYDI_HELPER_ABI_H */

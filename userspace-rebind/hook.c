@@ -40,6 +40,7 @@ struct code_bucket {
 };
 
 static struct pydi_gate gates[PYDI_MAX_GATES] __attribute__((aligned(64)));
+static struct pydi_ends ends __attribute__((aligned(64)));
 
 static struct hook_point *points;
 static size_t npoints, points_cap;
@@ -135,6 +136,19 @@ forget_call(uint64_t slot, uint64_t frame)
 	return 0;
 }
 
+/* A call's end, told to the agent without a trap (the GIL serializes us). */
+static void
+tell_end(uint64_t slot, uint64_t frame)
+{
+	uint64_t head = ends.head;
+	struct pydi_end *e = &ends.rec[head & (PYDI_ENDS_MAX - 1)];
+
+	e->frame = frame;
+	e->ts_ns = now_ns();
+	e->slot = (uint32_t)slot;
+	__atomic_store_n(&ends.head, head + 1, __ATOMIC_RELEASE);
+}
+
 /* The hot path: count, check the gate, trap. */
 static void
 hook_hit(uint64_t slot, int64_t event, int64_t line, PyObject *value)
@@ -177,6 +191,12 @@ hook_hit(uint64_t slot, int64_t event, int64_t line, PyObject *value)
 		 */
 		frame = current_frame();
 		if (frame != 0 && forget_call(slot, frame)) {
+			if (event == PYDI_EV_RETURN &&
+			    (__atomic_load_n(&gate->flags, __ATOMIC_RELAXED) &
+			     PYDI_GATE_END_IN_RING)) {
+				tell_end(slot, frame);
+				return;
+			}
 			paired = PYDI_EV_PAIRED;
 		}
 		else if (limited && frame != 0 && !trapped_overflow[slot]) {
@@ -784,6 +804,7 @@ hook_after_fork(void)
 	for (size_t slot = 0; slot < PYDI_MAX_GATES; slot++) {
 		__atomic_store_n(&gates[slot].armed, 0, __ATOMIC_RELAXED);
 		__atomic_store_n(&gates[slot].next_allowed_ns, 0, __ATOMIC_RELAXED);
+		__atomic_store_n(&gates[slot].flags, 0, __ATOMIC_RELAXED);
 	}
 }
 
@@ -801,5 +822,6 @@ hook_module_init(PyObject *module)
 	}
 	pydi_helper_state.gates = (uint64_t)(uintptr_t)gates;
 	pydi_helper_state.hook_fn = (uint64_t)(uintptr_t)&pydi_hook_event;
+	pydi_helper_state.ends = (uint64_t)(uintptr_t)&ends;
 	return 0;
 }

@@ -21,6 +21,7 @@ every output line is validated against schemas/cli-output.schema.json
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -270,6 +271,38 @@ def test_entry_fires_once_per_call(app, name, target, check):
     assert len(complete) >= 10, run
     for snap in complete:
         check(snap)
+
+
+COUNTERS = re.compile(r"calls (\d+) \(gated off (\d+)\).*call ends lost (\d+)")
+
+
+@pytest.mark.parametrize("capture,traps_per_call", [("args", 1), ("args,return", 2)],
+                         ids=["args", "args-return"])
+def test_call_end_traps_only_to_capture(app, capture, traps_per_call):
+    """A function probe that captures no return value learns where each call
+    ended from the helper's ends ring: only the entry enters BPF, and the
+    snapshot still has its duration and its return context. Capturing the
+    return value, the end traps too."""
+    before = app.state().get("traps", 0)
+    run = trace(app, "trace_app:hot", "--capture", capture, "--rate", "0",
+                "--max-hits", "0", timeout=2)
+    traps = app.state()["traps"] - before
+    assert run.rc == 0, run
+    calls, gated, lost = map(int, COUNTERS.search(run.stderr).groups())
+    passed = calls - gated
+    assert passed >= 20 and lost == 0, run.stderr
+    # A little slack (calls while the hook was in place but not yet armed
+    # count as calls, and calls after trace read its counters trap), never
+    # a second trap for each call.
+    assert abs(traps - passed * traps_per_call) <= passed * 0.05 + 40, \
+        (traps, passed, run.stderr)
+    complete = [s for s in run.snapshots if "return" in s["captures"]]
+    assert len(run.snapshots) - len(complete) <= 1, run.snapshots
+    assert len(complete) >= 20, run
+    for snap in complete:
+        assert isinstance(snap["duration"], int), snap
+        assert int_of(args_of(snap)["i"]) in range(20)
+        assert ("return_value" in snap["captures"]["return"]) == (traps_per_call == 2)
 
 
 # -- line probes --

@@ -756,7 +756,7 @@ def agent_memory_layout(s):
 
     class Gate(ctypes.Structure):
         _fields_ = [("armed", ctypes.c_uint32),
-                    ("generation", ctypes.c_uint32),
+                    ("flags", ctypes.c_uint32),
                     ("next_allowed_ns", ctypes.c_uint64),
                     ("hits", ctypes.c_uint64), ("skipped", ctypes.c_uint64)]
 

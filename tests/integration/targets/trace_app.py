@@ -16,8 +16,9 @@ per line, and answers each with one JSON line:
   state   id() of the probed functions' __code__ and of the closure's code
           in make_adder's co_consts (which a 3.11 hook rewrites), the
           sys.monitoring tools, global events and local events on those
-          codes (3.12+), and how many ticks each loop has done (the app
-          keeps serving).
+          codes (3.12+), how many ticks each loop has done (the app
+          keeps serving) and, once pydi's helper is loaded, how many
+          hook calls went on to its trapped function (BPF's uprobe).
 Exits when stdin closes.
 """
 import asyncio
@@ -202,6 +203,9 @@ def state():
         codes["make_adder.<locals>." + c.co_name] = c
     out = {"codes": {name: id(c) for name, c in codes.items()},
            "ticks": dict(TICKS)}
+    helper = sys.modules.get("_pydi_helper")
+    if helper is not None:
+        out["traps"] = helper._trap_count()     # calls that entered BPF
     mon = getattr(sys, "monitoring", None)
     if mon is not None:
         out["tools"] = {str(t): mon.get_tool(t) for t in range(6)}
