@@ -221,10 +221,11 @@ def floor_lines(floor, med):
     if hook is not None:
         verdict = "above" if total > 1500 else "below"
         lines.append(f"- with the helper's hook (2a, {fmt_ns(hook)}), a function probe "
-                     f"capturing three scalar arguments cannot cost less than "
-                     f"**{fmt_ns(total)}** a call here: {verdict} 2b's target of 1.50 µs"
-                     + (f"; pydi's 2b is {fmt_ns(med['2b'])}, {fmt_ns(med['2b'] - total)} "
-                        f"over this floor." if "2b" in med else "."))
+                     f"capturing three scalar arguments whose call end enters the kernel "
+                     f"too cannot cost less than **{fmt_ns(total)}** a call here: {verdict} "
+                     f"2b's target of 1.50 µs. That is why a call's end no longer enters it "
+                     f"unless BPF has something to capture there"
+                     + (f" (2b: {fmt_ns(med['2b'])})." if "2b" in med else "."))
     return lines
 
 
@@ -263,9 +264,12 @@ def report(ctx, results, cfgs, started, load_start, profile=None, floor=None):
     lines += ["", "In the every-call rows pydi's userspace cannot decode snapshots as fast as a",
               "tight loop makes them, so most events find the ring buffer full (counted, below).",
               "The BPF capture has still run in full for them (it is built in per-CPU scratch",
-              "before the ring-buffer copy); only the copy is skipped. In a function probe the",
-              "call end traps and is captured too (its return value only): two BPF runs",
-              "per call. Row 2f times the same probe in batches of calls the trace can take",
+              "before the ring-buffer copy); only the copy is skipped. A function probe that",
+              "captures no return value (every function row here) enters the kernel at the",
+              "call's entry only: the helper's hook tells the call's end (its frame and time)",
+              "in a ring in its own memory, which pydi reads after each batch of captures; a",
+              "probe that captures the return value, or a call that raises, traps at its end",
+              "too. Row 2f times the same probe in batches of calls the trace can take",
               "in full (it drains the ring buffer in the pause after each batch): every call",
               "a delivered snapshot, the ring-buffer copy and the consumer on the other CPU",
               "included. In row 2e the helper's gate keeps rate-limited calls from the trap at",
@@ -299,7 +303,8 @@ def report(ctx, results, cfgs, started, load_start, profile=None, floor=None):
         lines += ["", "### Where a hit's time goes (separate profile rounds, `kernel.bpf_stats_enabled=1`)", "",
                   "Run after the rounds above, with the kernel's BPF run-time accounting on (which",
                   "itself adds a little per run). BPF runs per call counts the uprobe traps that",
-                  "reached the program (a function probe: entry + return); the rest is the",
+                  "reached the program (a function probe: its entry, and its end where that is",
+                  "captured); the rest is the",
                   "uprobe trap, the helper's hook and the interpreter's side of the hook.", "",
                   "| row | cost per hit | BPF runs per call | BPF program per run | BPF per call | rest (trap + hook) per call |",
                   "|---|---|---|---|---|---|"]
