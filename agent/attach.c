@@ -122,9 +122,14 @@ int attach_hook_uprobe(struct attached_proc *ap, struct probe_engine *pe, int ev
 
 	if (ret)
 		return ret;
+	if (probe_engine_get_layout(pe, ap->pp.pid, &lay))
+		return 0;
 	/* The True singleton's address tells bools apart in decoding. */
-	if (probe_engine_get_layout(pe, ap->pp.pid, &lay) == 0)
-		ap->snap.true_addr = lay.true_addr;
+	ap->snap.true_addr = lay.true_addr;
+	/* The helper found the small ints: BPF need not read them. */
+	lay.small_ints = ap->hc.state.small_ints;
+	lay.small_int_size = ap->hc.state.small_int_size;
+	probe_engine_set_layout(pe, ap->pp.pid, &lay);
 	return 0;
 }
 

@@ -237,6 +237,17 @@ int probe_engine_get_layout(struct probe_engine *pe, pid_t pid,
 	return 0;
 }
 
+int probe_engine_set_layout(struct probe_engine *pe, pid_t pid,
+			    const struct pyprobe_layout *lay)
+{
+	__u32 tgid = (__u32)pid;
+
+	if (bpf_map__update_elem(pe->skel->maps.layouts, &tgid, sizeof(tgid), lay,
+				 sizeof(*lay), BPF_EXIST))
+		return -errno;
+	return 0;
+}
+
 void probe_engine_remove_process(struct probe_engine *pe, pid_t pid)
 {
 	__u32 tgid = (__u32)pid;

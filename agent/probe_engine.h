@@ -34,6 +34,9 @@ int probe_engine_add_process(struct probe_engine *pe, struct pyproc *pp,
 			     char *err, size_t err_len);
 int probe_engine_get_layout(struct probe_engine *pe, pid_t pid,
 			    struct pyprobe_layout *lay);
+/* Replace a process's layouts (what its helper told us added). */
+int probe_engine_set_layout(struct probe_engine *pe, pid_t pid,
+			    const struct pyprobe_layout *lay);
 void probe_engine_remove_process(struct probe_engine *pe, pid_t pid);
 
 /*

@@ -125,6 +125,9 @@ static json_t *redacted(struct decode *d, uint64_t addr)
 {
 	int i = find_object(d->objs, addr);
 
+	/* BPF knows None by address and leaves its type out. */
+	if (i >= 0 && d->objs->obj[i].kind == PYOBJ_NONE)
+		return not_captured("NoneType", "redacted");
 	return not_captured(i >= 0 ? type_name(d->t, d->objs->obj[i].type) : "object",
 			    "redacted");
 }

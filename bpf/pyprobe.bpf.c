@@ -450,6 +450,33 @@ static __always_inline __u64 head_word(const struct head *h, __u64 addr, __u64 o
 	return read_u64(addr + off);
 }
 
+/* A cached small int's value from its address alone. */
+static __always_inline bool small_int_at(const struct pyprobe_layout *lay, __u64 addr,
+					 __s64 *value)
+{
+	__u64 off = addr - lay->small_ints;
+
+	if (!lay->small_ints || !lay->small_int_size || addr < lay->small_ints ||
+	    off >= lay->small_int_size * PYPROBE_SMALL_INTS || off % lay->small_int_size)
+		return false;
+	*value = (__s64)(off / lay->small_int_size) + PYPROBE_SMALL_INT_MIN;
+	return true;
+}
+
+/* What the object of a small int would have given: its size or tag word,
+ * then its one digit. */
+static __always_inline bool put_small_int(struct scratch *sc, __u32 *len,
+					  const struct pyprobe_layout *lay, __s64 v)
+{
+	__u64 digit = v < 0 ? -v : v, tag;
+
+	if (lay->attrs_mode == PYPROBE_ATTRS_311)	/* ob_size: -1, 0 or 1 */
+		tag = (__u64)(__s64)((v > 0) - (v < 0));
+	else						/* lv_tag: digits << 3 | sign */
+		tag = v == 0 ? 1 : (1 << 3) | (v < 0 ? 2 : 0);
+	return put_u64(sc, len, tag) && put_u64(sc, len, digit);
+}
+
 static long obj_step(__u32 i, void *arg)
 {
 	struct walk *w = arg;
@@ -459,6 +486,7 @@ static long obj_step(__u32 i, void *arg)
 	__u32 head = sc->head, off = sc->cap.data_len, len = 0, depth;
 	__u64 addr, type, flags = 0, size;
 	struct head h;
+	__s64 small;
 	__u16 kind;
 	bool ok = true;
 
@@ -475,6 +503,23 @@ static long obj_step(__u32 i, void *arg)
 	addr = sc->queue[BOUNDED(head, PYPROBE_MAX_OBJS - 1)].addr;
 	depth = sc->queue[BOUNDED(head, PYPROBE_MAX_OBJS - 1)].depth;
 	sc->head = head + 1;
+	/* None, True, False and the small ints are known by address. */
+	if (addr == lay->none_addr) {
+		type = 0;
+		kind = PYOBJ_NONE;
+		goto record;
+	}
+	if (addr == lay->true_addr || addr == lay->false_addr) {
+		type = lay->bool_type;
+		kind = PYOBJ_BOOL;
+		goto record;
+	}
+	if (small_int_at(lay, addr, &small)) {
+		type = lay->long_type;
+		kind = PYOBJ_INT;
+		ok = put_small_int(sc, &len, lay, small);
+		goto record;
+	}
 	/* Fails as a whole near the end of a mapping: then word by word. */
 	h.ok = !bpf_probe_read_user(h.w, sizeof(h.w), (const void *)addr);
 	type = head_word(&h, addr, lay->object_type);
@@ -483,9 +528,7 @@ static long obj_step(__u32 i, void *arg)
 	else if (type == lay->unicode_type)
 		flags = TPFLAGS_UNICODE;
 
-	if (addr == lay->none_addr) {
-		kind = PYOBJ_NONE;
-	} else if (!type) {
+	if (!type) {
 		kind = PYOBJ_UNREADABLE;
 	} else if (type == lay->bool_type) {
 		kind = PYOBJ_BOOL;
@@ -560,6 +603,7 @@ static long obj_step(__u32 i, void *arg)
 				put_attrs(w, &len, depth, addr, type, flags);
 		}
 	}
+record:
 	if (!ok)
 		sc->cap.truncated |= PYPROBE_TRUNC_DATA;
 	obj = (struct pyprobe_obj *)&sc->cap.data[BOUNDED(off, PYPROBE_DATA_MAX - 1)];

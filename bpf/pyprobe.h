@@ -31,6 +31,10 @@
 /* Or'ed in by the helper: it pairs this call's entry and end itself. */
 #define PYPROBE_EV_PAIRED	0x100
 
+/* The interpreter's cached small ints, -5 to 256: known by address. */
+#define PYPROBE_SMALL_INT_MIN	(-5)
+#define PYPROBE_SMALL_INTS	262
+
 /* How instance attributes are found (per CPython minor). */
 #define PYPROBE_ATTRS_NONE		0
 #define PYPROBE_ATTRS_311		1	/* dict at obj-24, values at obj-32 */
@@ -78,6 +82,8 @@ struct pyprobe_layout {
 	__u64 bool_type;
 	__u64 set_type;
 	__u64 frozenset_type;
+	__u64 small_ints;		/* the int PYPROBE_SMALL_INT_MIN (0: unknown) */
+	__u64 small_int_size;		/* bytes from one small int to the next */
 	__u32 frame_owner_cstack;	/* owners >= this are shims without code */
 	__u32 frame_owner_size;		/* 1 byte (char) */
 	__u32 stackref_mask;		/* low bits to clear from frame slots */

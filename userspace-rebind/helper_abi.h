@@ -131,6 +131,16 @@ struct pydi_helper_state {
 	uint64_t frame_code;
 	uint64_t code_mask;		/* clears a tagged reference's bits (3.14) */
 	uint64_t ends;			/* address of struct pydi_ends */
+	/*
+	 * The interpreter's cached small ints, from PYDI_SMALL_INT_MIN up: where
+	 * the first is and how far apart they are (0, 0 unless they are one
+	 * evenly spaced array), so BPF knows their values by address.
+	 */
+	uint64_t small_ints;
+	uint64_t small_int_size;
 };
+
+#define PYDI_SMALL_INT_MIN	(-5)
+#define PYDI_SMALL_INT_MAX	256
 
 #endif /* PYDI_HELPER_ABI_H */

@@ -808,6 +808,43 @@ hook_after_fork(void)
 	}
 }
 
+/*
+ * Where the interpreter keeps its cached small ints, so that BPF knows an
+ * argument's value by its address without reading the object. Published
+ * only if asking twice for each gives the same object (cached, not made
+ * anew) and they lie evenly spaced in one array.
+ */
+static void
+publish_small_ints(void)
+{
+	uintptr_t first = 0, size = 0;
+	int ok = 1;
+
+	for (long v = PYDI_SMALL_INT_MIN; ok && v <= PYDI_SMALL_INT_MAX; v++) {
+		PyObject *a = PyLong_FromLong(v), *b = PyLong_FromLong(v);
+		uintptr_t at = (uintptr_t)a;
+
+		ok = a != NULL && a == b;
+		if (ok && v == PYDI_SMALL_INT_MIN) {
+			first = at;
+		}
+		else if (ok && v == PYDI_SMALL_INT_MIN + 1) {
+			size = at - first;
+			ok = at > first;
+		}
+		else if (ok) {
+			ok = at == first + (uintptr_t)(v - PYDI_SMALL_INT_MIN) * size;
+		}
+		Py_XDECREF(a);
+		Py_XDECREF(b);
+	}
+	PyErr_Clear();
+	if (ok) {
+		pydi_helper_state.small_int_size = size;
+		pydi_helper_state.small_ints = first;
+	}
+}
+
 int
 hook_module_init(PyObject *module)
 {
@@ -823,5 +860,6 @@ hook_module_init(PyObject *module)
 	pydi_helper_state.gates = (uint64_t)(uintptr_t)gates;
 	pydi_helper_state.hook_fn = (uint64_t)(uintptr_t)&pydi_hook_event;
 	pydi_helper_state.ends = (uint64_t)(uintptr_t)&ends;
+	publish_small_ints();
 	return 0;
 }

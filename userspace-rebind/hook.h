@@ -22,8 +22,9 @@
 void pydi_hook_event(uint64_t code_or_tstate, uint64_t slot, int64_t line,
 		     int64_t event, void *value, uint64_t frame);
 
-/* Add the hook functions to the module and publish the gates and the hook
- * address in pydi_helper_state. 0, or -1 with an exception set. */
+/* Add the hook functions to the module and publish the gates, the hook's
+ * address, the ends ring and the small ints in pydi_helper_state. 0, or -1
+ * with an exception set. */
 int hook_module_init(PyObject *module);
 
 /* In a forked child: disarm every inherited gate. The uprobes belong to

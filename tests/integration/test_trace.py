@@ -227,6 +227,15 @@ def check_exception(snap):
     assert ret["throwable"]["message"] == f"bad value {x}"
 
 
+def check_edges(snap):
+    a = args_of(snap)
+    assert [int_of(a[k]) for k in "abcde"] == [-6, -5, 0, 256, 257], a
+    assert (a["t"], a["f"]) == ({"type": "bool", "value": "true"},
+                                {"type": "bool", "value": "false"}), a
+    assert a["n"] == {"type": "NoneType", "is_null": True}, a
+    assert int_of(ret_of(snap)) == -5
+
+
 FUNCTION_CASES = [
     ("plain", "trace_app:plain", check_plain),
     ("method", "trace_app:Calc.method", check_method),
@@ -239,6 +248,7 @@ FUNCTION_CASES = [
     ("map", "trace_app:square", check_map),
     ("thread", "trace_app:worker_job", check_thread),
     ("exception", "trace_app:fails", check_exception),
+    ("known_by_address", "trace_app:edges", check_edges),
 ]
 
 

@@ -115,6 +115,12 @@ def hot(i):
     return i + 1
 
 
+def edges(a, b, c, d, e, t, f, n):
+    """Values BPF may know by address (the cached small ints -5 to 256,
+    True, False, None) and the ints just outside that range."""
+    return b
+
+
 def worker_job(k):
     return k * 2
 
@@ -160,6 +166,7 @@ def drive():
         login("alice", "hunter2")
         for k in range(20):
             hot(k)
+        edges(-6, -5, 0, 256, 257, True, False, None)
         TICKS["driver"] += 1
         time.sleep(TICK)
 
