@@ -462,3 +462,17 @@ int probe_engine_poll(struct probe_engine *pe, int timeout_ms)
 		return pe->polled;
 	return n == -EINTR ? 0 : n;
 }
+
+int probe_engine_drain(struct probe_engine *pe, int budget_ms)
+{
+	uint64_t end = monotonic_ns() + (uint64_t)budget_ms * 1000000ull;
+	int n, total = 0;
+
+	do {
+		n = probe_engine_poll(pe, 0);
+		if (n < 0)
+			return n;
+		total += n;
+	} while (pe->over_budget && monotonic_ns() < end);
+	return total;
+}

@@ -70,5 +70,11 @@ int probe_engine_fd(struct probe_engine *pe);
  * however fast they come: count consumed, or -errno.
  */
 int probe_engine_poll(struct probe_engine *pe, int timeout_ms);
+/*
+ * Consume what the ring buffer holds, in polls like the above, until it is
+ * empty or budget_ms have passed (its producers may not have stopped):
+ * count consumed, or -errno.
+ */
+int probe_engine_drain(struct probe_engine *pe, int budget_ms);
 
 #endif /* PYDI_PROBE_ENGINE_H */

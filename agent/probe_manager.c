@@ -1294,7 +1294,7 @@ void pm_close(struct probe_manager *pm)
 {
 	if (!pm)
 		return;
-	probe_engine_poll(pm->engine, 0);
+	probe_engine_drain(pm->engine, (int)(DRAIN_NS / NS_PER_MS));
 	while (pm->nprocs)
 		proc_drop(pm, pm->nprocs - 1, true);
 	while (pm->ncfgs) {

@@ -674,7 +674,14 @@ static int poll_loop(struct trace *tr, uint64_t start, bool renew_lease)
 		if (env.timeout > 0 && now - start >= (uint64_t)(env.timeout * 1e9))
 			break;
 	}
-	probe_engine_poll(tr->engine, 0);
+	/*
+	 * No new call through the gate (the ends of captured ones still pass
+	 * it), then every capture still in the ring buffer goes out: one poll
+	 * stops after ~50 ms, and what it left would be lost uncounted.
+	 */
+	if (!tr->disabled)
+		attach_set_gate(&tr->ap, tr->hp.slot, true, UINT64_MAX);
+	probe_engine_drain(tr->engine, DRAIN_MS);
 	take_told_ends(tr);
 	call_pairs_evict(&tr->pairs, true, emit_pair, tr);
 	fflush(stdout);

@@ -5,6 +5,7 @@ __code__ is the original object again, no sys.monitoring tool left) and
 through a new pydi (hello says no hooks are active)."""
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -203,6 +204,12 @@ def test_lease_holds_while_snapshots_flood_in():
         assert not during["original"], "the hook was reverted under a live trace"
         assert written > 0, err
         assert "ring buffer 0" not in err, "the target did not outpace pydi: no flood"
+        # Every call BPF captured is a snapshot or a counted drop, the
+        # backlog pydi found in the ring buffer when told to stop included.
+        m = re.search(r"(\d+) snapshots; .*reached BPF (\d+), dropped: rate (\d+), "
+                      r"max-hits (\d+), ring buffer (\d+)", err)
+        snapshots, reached, rate, max_hits, ring = map(int, m.groups())
+        assert reached - rate - max_hits - ring - 2 <= snapshots, err
         assert ask(target)["original"], "pydi did not revert the target on exit"
     finally:
         if trace is not None and trace.poll() is None:
