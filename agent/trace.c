@@ -30,7 +30,7 @@
 #define LEASE_RENEW_MS		1000
 #define COMMAND_TIMEOUT_MS	10000
 #define POLL_MS			100
-#define DRAIN_MS		2000	/* MaxHits: wait this long for call ends */
+#define DRAIN_MS		2000	/* MaxHits, exit: wait this long for call ends, the ring buffer */
 #define TOLD_ENDS_POLL_MS	10	/* an entry waits for its told end */
 #define TOLD_ENDS_BATCH		256
 #define DEFAULT_MAX_HITS	100	/* BREAKPOINT default, as ADOT */
