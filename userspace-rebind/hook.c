@@ -149,27 +149,18 @@ tell_end(uint64_t slot, uint64_t frame)
 	__atomic_store_n(&ends.head, head + 1, __ATOMIC_RELEASE);
 }
 
-/* The hot path: count, check the gate, trap. */
-static void
-hook_hit(uint64_t slot, int64_t event, int64_t line, PyObject *value)
+/*
+ * An armed gate: the rate limit, pairing, the trap. Out of line, so that a
+ * hit on a disarmed gate (a stale hook) pays none of its register saves.
+ */
+static void __attribute__((noinline))
+hook_armed(struct pydi_gate *gate, uint64_t slot, int64_t event, int64_t line,
+	   PyObject *value)
 {
-	struct pydi_gate *gate;
 	uint64_t next_allowed, frame = 0;
 	int64_t paired = 0;
 	int limited;
 
-	if (slot >= PYDI_MAX_GATES) {
-		return;
-	}
-	gate = &gates[slot];
-	/* Calls and line hits: a call's end is part of the same hit. */
-	if (event == PYDI_EV_ENTRY || event == PYDI_EV_LINE) {
-		gate->hits++;
-	}
-	/* The agent writes these from outside (process_vm_writev). */
-	if (!__atomic_load_n(&gate->armed, __ATOMIC_RELAXED)) {
-		return;
-	}
 	next_allowed = __atomic_load_n(&gate->next_allowed_ns, __ATOMIC_RELAXED);
 	limited = next_allowed != 0 && now_ns() < next_allowed;
 	if (event == PYDI_EV_ENTRY || event == PYDI_EV_LINE) {
@@ -218,6 +209,26 @@ hook_hit(uint64_t slot, int64_t event, int64_t line, PyObject *value)
 	pydi_hook_event(*(uint64_t *)(frame + pydi_helper_state.frame_code) &
 			pydi_helper_state.code_mask, slot, line, event | paired,
 			value, frame);
+}
+
+/* The hot path: count, check the gate, trap. */
+static inline void
+hook_hit(uint64_t slot, int64_t event, int64_t line, PyObject *value)
+{
+	struct pydi_gate *gate;
+
+	if (slot >= PYDI_MAX_GATES) {
+		return;
+	}
+	gate = &gates[slot];
+	/* Calls and line hits: a call's end is part of the same hit. */
+	if (event == PYDI_EV_ENTRY || event == PYDI_EV_LINE) {
+		gate->hits++;
+	}
+	/* The agent writes these from outside (process_vm_writev). */
+	if (__atomic_load_n(&gate->armed, __ATOMIC_RELAXED)) {
+		hook_armed(gate, slot, event, line, value);
+	}
 }
 
 static int
