@@ -240,7 +240,8 @@ void attach_set_gate(struct attached_proc *ap, uint32_t slot, bool armed,
 		     offsetof(struct pydi_gate, hits));
 }
 
-int attach_read_ends(struct attached_proc *ap, struct pydi_end *out, size_t max,
+/* At most max of the ends not read yet into out: how many, or -errno. */
+static int read_ends(struct attached_proc *ap, struct pydi_end *out, size_t max,
 		     uint64_t *lost)
 {
 	uint64_t rec = ap->hc.state.ends + offsetof(struct pydi_ends, rec);
@@ -284,6 +285,20 @@ int attach_read_ends(struct attached_proc *ap, struct pydi_end *out, size_t max,
 out:
 	proc_mem_close(&pm);
 	return ret;
+}
+
+void attach_take_ends(struct attached_proc *ap,
+		      void (*fn)(void *ctx, const struct pydi_end *end), void *ctx,
+		      uint64_t *lost)
+{
+	struct pydi_end ends[256];
+	int n;
+
+	do {
+		n = read_ends(ap, ends, sizeof(ends) / sizeof(ends[0]), lost);
+		for (int i = 0; i < n; i++)
+			fn(ctx, &ends[i]);
+	} while (n == (int)(sizeof(ends) / sizeof(ends[0])));
 }
 
 bool attach_slot_free(struct attached_proc *ap, uint32_t slot)

@@ -68,11 +68,12 @@ void attach_set_gate(struct attached_proc *ap, uint32_t slot, bool armed,
 		     uint64_t next_allowed_ns);
 /*
  * The call ends the helper told in its ends ring (PYDI_GATE_END_IN_RING)
- * since the last call, oldest first, at most max into out; *lost counts
- * the ones overwritten before they could be read. How many, or -errno.
+ * since the last call, oldest first, each handed to fn; *lost counts the
+ * ones overwritten before they could be read.
  */
-int attach_read_ends(struct attached_proc *ap, struct pydi_end *out, size_t max,
-		     uint64_t *lost);
+void attach_take_ends(struct attached_proc *ap,
+		      void (*fn)(void *ctx, const struct pydi_end *end), void *ctx,
+		      uint64_t *lost);
 /* True if no one (another pydi included) has armed this slot's gate. */
 bool attach_slot_free(struct attached_proc *ap, uint32_t slot);
 

@@ -27,7 +27,6 @@
 #define MAX_HITS_CHECK_NS	(100 * NS_PER_MS)
 #define DRAIN_NS		(2 * NS_PER_S)
 #define TOLD_ENDS_NS		(10 * NS_PER_MS)	/* look again for told call ends */
-#define TOLD_ENDS_BATCH		256
 #define AGENT_PROBE_PREFIX	"agent/"
 #define FAILED_MEMORY_MAX	4096
 /* What ADOT's client sends when the resource names no environment. */
@@ -300,28 +299,29 @@ static int on_capture(void *ctx, const struct pyprobe_capture *cap, size_t size)
  * the instances' waiting entries. Looked for after each batch of captures,
  * and every TOLD_ENDS_NS while an entry still waits for one.
  */
+struct told_from {
+	struct probe_manager *pm;
+	struct proc_entry *p;
+};
+
+static void on_told_end(void *ctx, const struct pydi_end *end)
+{
+	struct told_from *from = ctx;
+	struct instance *in = end->slot < PYPROBE_MAX_PROBES ?
+			      from->pm->by_slot[end->slot] : NULL;
+
+	if (in && in->proc == from->p)
+		call_pairs_told_end(&in->pairs, end->frame, end->ts_ns, emit_pair, in);
+}
+
 static void take_told_ends(struct probe_manager *pm)
 {
-	struct pydi_end ends[TOLD_ENDS_BATCH];
-	int n;
-
 	pm->told_ends_due_ns = UINT64_MAX;
 	for (size_t i = 0; i < pm->nprocs; i++) {
-		struct proc_entry *p = pm->procs[i];
+		struct told_from from = { pm, pm->procs[i] };
 
-		if (!p->ap || !p->injected)
-			continue;
-		do {
-			n = attach_read_ends(p->ap, ends, TOLD_ENDS_BATCH, &pm->told_ends_lost);
-			for (int e = 0; e < n; e++) {
-				struct instance *in = ends[e].slot < PYPROBE_MAX_PROBES ?
-						      pm->by_slot[ends[e].slot] : NULL;
-
-				if (in && in->proc == p)
-					call_pairs_told_end(&in->pairs, ends[e].frame,
-							    ends[e].ts_ns, emit_pair, in);
-			}
-		} while (n == TOLD_ENDS_BATCH);
+		if (from.p->ap && from.p->injected)
+			attach_take_ends(from.p->ap, on_told_end, &from, &pm->told_ends_lost);
 	}
 	for (size_t i = 0; i < pm->ninsts; i++)
 		if (pm->insts[i]->has_slot && pm->insts[i]->hp.ends_in_ring &&

@@ -32,7 +32,6 @@
 #define POLL_MS			100
 #define DRAIN_MS		2000	/* MaxHits, exit: wait this long for call ends, the ring buffer */
 #define TOLD_ENDS_POLL_MS	10	/* an entry waits for its told end */
-#define TOLD_ENDS_BATCH		256
 #define DEFAULT_MAX_HITS	100	/* BREAKPOINT default, as ADOT */
 #define DEFAULT_RATE		5.0	/* snapshots per second */
 #define RINGBUF_BYTES		(4u << 20)
@@ -299,21 +298,19 @@ static int on_capture(void *ctx, const struct pyprobe_capture *cap, size_t size)
 	return 0;
 }
 
+static void on_told_end(void *ctx, const struct pydi_end *end)
+{
+	struct trace *tr = ctx;
+
+	if (end->slot == tr->hp.slot)
+		call_pairs_told_end(&tr->pairs, end->frame, end->ts_ns, emit_pair, tr);
+}
+
 /* The returns the helper told in its ends ring (PYDI_GATE_END_IN_RING). */
 static void take_told_ends(struct trace *tr)
 {
-	struct pydi_end ends[TOLD_ENDS_BATCH];
-	int n;
-
-	if (!tr->hp.ends_in_ring)
-		return;
-	do {
-		n = attach_read_ends(&tr->ap, ends, TOLD_ENDS_BATCH, &tr->told_ends_lost);
-		for (int i = 0; i < n; i++)
-			if (ends[i].slot == tr->hp.slot)
-				call_pairs_told_end(&tr->pairs, ends[i].frame, ends[i].ts_ns,
-						    emit_pair, tr);
-	} while (n == TOLD_ENDS_BATCH);
+	if (tr->hp.ends_in_ring)
+		attach_take_ends(&tr->ap, on_told_end, tr, &tr->told_ends_lost);
 }
 
 /* Captures, then the told ends of their calls; sooner while entries wait. */
