@@ -530,8 +530,6 @@ static long obj_step(__u32 i, void *arg)
 
 	if (!type) {
 		kind = PYOBJ_UNREADABLE;
-	} else if (type == lay->bool_type) {
-		kind = PYOBJ_BOOL;
 	} else if (type == lay->float_type) {
 		kind = PYOBJ_FLOAT;
 		ok = put_u64(sc, &len, head_word(&h, addr, lay->float_value));
