@@ -565,16 +565,38 @@ void hooked_probe_refresh_gate(struct attached_proc *ap, struct probe_engine *pe
  * helper build a new hooked code object, and our BPF keys would name the old
  * one: a silent READY. Follow the code ids the helper reports.
  */
-json_t *attach_hooks(struct attached_proc *ap)
+json_t *attach_hooks_by_probe(struct attached_proc *ap)
 {
 	char err[256];
+	json_t *reply, *by_probe, *hook;
+	size_t i;
 
-	return attach_command(ap, json_pack("{s:s}", "cmd", "hooks"), err, sizeof(err));
+	reply = attach_command(ap, json_pack("{s:s}", "cmd", "hooks"), err, sizeof(err));
+	if (!reply)
+		return NULL;
+	/* Indexed once: the agent looks up each of its probes (up to
+	 * PYPROBE_MAX_PROBES of them) in one reply. */
+	by_probe = json_object();
+	json_array_foreach(json_object_get(reply, "hooks"), i, hook) {
+		const char *id = json_string_value(json_object_get(hook, "probe_id"));
+		json_t *same;
+
+		if (!id)
+			continue;
+		same = json_object_get(by_probe, id);
+		if (!same) {
+			same = json_array();
+			json_object_set_new(by_probe, id, same);
+		}
+		json_array_append(same, hook);
+	}
+	json_decref(reply);
+	return by_probe;
 }
 
 void hooked_probe_follow_hooks(struct attached_proc *ap, struct probe_engine *pe,
 			       const char *probe_id, struct hooked_probe *hp,
-			       const json_t *hooks)
+			       const json_t *by_probe)
 {
 	json_t *hook, *code;
 	size_t i, j;
@@ -582,11 +604,7 @@ void hooked_probe_follow_hooks(struct attached_proc *ap, struct probe_engine *pe
 
 	if (!hp->rekey || !hp->hooked)
 		return;
-	json_array_foreach(json_object_get(hooks, "hooks"), i, hook) {
-		const char *id = json_string_value(json_object_get(hook, "probe_id"));
-
-		if (!id || strcmp(id, probe_id) != 0)
-			continue;
+	json_array_foreach(json_object_get(by_probe, probe_id), i, hook) {
 		json_array_foreach(json_object_get(hook, "codes"), j, code) {
 			json_t *mine = json_array_get(hp->codes, j);
 
@@ -612,7 +630,7 @@ void hooked_probe_follow_code(struct attached_proc *ap, struct probe_engine *pe,
 
 	if (!hp->rekey || !hp->hooked)
 		return;
-	hooks = attach_hooks(ap);
+	hooks = attach_hooks_by_probe(ap);
 	hooked_probe_follow_hooks(ap, pe, probe_id, hp, hooks);
 	json_decref(hooks);
 }

@@ -135,12 +135,13 @@ void hooked_probe_free(struct hooked_probe *hp);
 /* After a capture: keep the gate's next allowed time current. */
 void hooked_probe_refresh_gate(struct attached_proc *ap, struct probe_engine *pe,
 			       struct hooked_probe *hp);
-/* The helper's "hooks" reply (every hook it holds, of every pydi), or NULL. */
-json_t *attach_hooks(struct attached_proc *ap);
-/* 3.11: follow the code ids a "hooks" reply gives probe_id. */
+/* Every hook the helper holds (of every pydi), from its "hooks" reply, as
+ * an object: probe id -> array of those hooks. NULL if the command failed. */
+json_t *attach_hooks_by_probe(struct attached_proc *ap);
+/* 3.11: follow the code ids attach_hooks_by_probe() gives probe_id. */
 void hooked_probe_follow_hooks(struct attached_proc *ap, struct probe_engine *pe,
 			       const char *probe_id, struct hooked_probe *hp,
-			       const json_t *hooks);
+			       const json_t *by_probe);
 /* 3.11: follow the code ids the helper now reports for probe_id. */
 void hooked_probe_follow_code(struct attached_proc *ap, struct probe_engine *pe,
 			      const char *probe_id, struct hooked_probe *hp);

@@ -52,7 +52,7 @@ struct proc_entry {
 	unsigned int looks;
 	uint64_t lease_expiries;	/* the helper's count when we last looked */
 	uint64_t commands_seen;		/* its commands_run when codes were last followed */
-	json_t *hooks;			/* its "hooks" reply for this pass, or NULL */
+	json_t *hooks;			/* its hooks by probe id for this pass, or NULL */
 	json_t *attrs;			/* resource attributes, for AttributeFilters */
 	struct service_identity id;
 	char unsupported[256];
@@ -1005,7 +1005,7 @@ static void every_second(struct probe_manager *pm)
 		if (in->proc->follow_codes && in->hp.rekey) {
 			/* One "hooks" command per process and pass, not per probe. */
 			if (!in->proc->hooks)
-				in->proc->hooks = attach_hooks(in->proc->ap);
+				in->proc->hooks = attach_hooks_by_probe(in->proc->ap);
 			hooked_probe_follow_hooks(in->proc->ap, pm->engine, in->probe_id,
 						  &in->hp, in->proc->hooks);
 		}

@@ -7,7 +7,8 @@ Defines N functions f0000 ... f{N-1} (3 arguments, a + b + c) in __main__,
 plus hot(a, b, c), so that N probes can each have their own code. Prints
 "ready PID" and then, unless busy, answers one command per line on stdin:
 
-    run NAME N         -> "ns TOTAL"  call NAME N times in a tight loop
+    run NAME N         -> "ns TOTAL cpu ONCPU"  call NAME N times in a tight
+                          loop: wall and the thread's on-CPU time
     paced NAME RATE S  -> "ns TOTAL"  call NAME RATE times a second for S seconds
     pace K R           -> "ok"        from now on call f0000 ... f{K-1} R times a
                                       second each (0 stops), between commands
@@ -50,11 +51,13 @@ def spin():
 
 
 def tight(fn, n):
+    """Wall and on-CPU ns of n calls of fn."""
     clock = time.perf_counter_ns
-    start = clock()
+    cpu = time.thread_time_ns
+    start, start_cpu = clock(), cpu()
     for i in range(n):
         fn(1, i, 3)
-    return clock() - start
+    return clock() - start, cpu() - start_cpu
 
 
 def paced(fn, rate, seconds):
@@ -117,7 +120,8 @@ def main():
                 continue
             if words[0] == "run":
                 fn = globals()[words[1]]
-                print(f"ns {tight(fn, int(words[2]))}", flush=True)
+                wall, on_cpu = tight(fn, int(words[2]))
+                print(f"ns {wall} cpu {on_cpu}", flush=True)
             elif words[0] == "paced":
                 ns, done = paced(globals()[words[1]], float(words[2]), float(words[3]))
                 print(f"ns {ns} calls {done}", flush=True)

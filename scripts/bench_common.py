@@ -258,6 +258,11 @@ class App(LineDriven):
             argv = ["taskset", "-c", str(cpu)] + argv
         super().__init__(argv, env, "app", APP)
 
+    def timed(self, name, n):
+        """Wall and on-CPU ns of n calls of name in a tight loop."""
+        words = self.ask(f"run {name} {n}").split()
+        return int(words[1]), int(words[3])
+
     def close(self):
         if self.proc.poll() is None:
             self.proc.kill()

@@ -22,6 +22,8 @@ its JSON lines and `pydi -j probe list`.
   6. JSON lines on a full filesystem (a 512 KiB tmpfs): drops counted in the
      metrics, the agent keeps running, lines whole, recovery when space
      returns.
+  7. `pydi trace` on a function the agent probes: the agent keeps capturing
+     while the trace is hooked and after it has gone.
 """
 import json
 import os
@@ -31,7 +33,7 @@ import subprocess
 import time
 import uuid
 
-from conftest import report
+from conftest import PYDI, report
 from agent_harness import (App, Hostile, RssSampler, free_port,
                            helper_loaded, helper_state, probe_config, rss_kb,
                            start_time, wait_until, world_fixtures)
@@ -615,3 +617,46 @@ def test_jsonl_on_a_full_filesystem(world, workdir):
         subprocess.run(["umount", "-l", mnt], check=False)
 
 
+
+
+# == 7 ==
+
+def test_trace_on_the_agents_function_leaves_the_agent_capturing(world):
+    """On 3.11 a second probe on a function makes the helper build one new
+    hooked code object for both, so the agent's BPF keys name a code object
+    no longer called; the agent follows the helper's hooks (its
+    once-a-second pass asks after any helper command) and re-keys."""
+    agent = world.agent()
+    a = world.app(service_name("shared"))
+    agent.add("--id", "shared-work", "--pid", str(a.pid), "--type", "PROBE",
+              f"{M}:work")
+    wait_until("READY", lambda: agent.statuses("shared-work", a.pid, "READY"),
+               20, agent.tail)
+    wait_until("snapshots", lambda: agent.snapshots("shared-work", a.pid), 10,
+               agent.tail)
+    trace = subprocess.Popen([PYDI, "-j", "trace", "-p", str(a.pid), f"{M}:work",
+                              "--timeout", "8"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready = json.loads(trace.stdout.readline())
+        assert ready.get("status") == "READY", (ready, trace.stderr.read())
+        t_both = time.time()
+        wait_until("an agent snapshot while the trace is hooked too", lambda:
+                   agent.snapshots("shared-work", a.pid, taken_since=t_both),
+                   6, agent.tail)
+        out, err = trace.communicate(timeout=20)
+    finally:
+        if trace.poll() is None:
+            trace.kill()
+            trace.wait()
+    assert trace.returncode == 0, err
+    assert '"type":"snapshot"' in out.replace(" ", ""), (out[-2000:], err)
+    t_alone = time.time()
+    wait_until("an agent snapshot after the trace has gone", lambda:
+               agent.snapshots("shared-work", a.pid, taken_since=t_alone),
+               6, agent.tail)
+    assert agent.process("shared-work", a.pid)["status"] == "ACTIVE"
+    assert helper_state(a.pid)["hooks_active"] == 1
+    assert agent.stop() == 0, agent.tail()
+    note("a trace on the agent's function: the agent kept capturing while "
+         "both were hooked and after the trace had gone")

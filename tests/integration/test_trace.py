@@ -568,6 +568,44 @@ def test_revert_on_exit(app, how, probe):
         assert later["ticks"][loop] > ticks, (after, later)
 
 
+def test_second_trace_on_the_same_function(app):
+    """Another pydi hooking the same function (on 3.11 the helper builds one
+    new hooked code object for both probes) leaves the first capturing:
+    while both are hooked, and after the second has gone."""
+    def ticks():
+        return app.state()["ticks"]["driver"]
+
+    def captured_after(run, tick):
+        return lambda o: (o.get("type") == "snapshot"
+                          and int_of(args_of(o)["a"]) > tick)
+
+    before = app.state()
+    first = Streaming(app, "trace_app:compute", "--rate", "50")
+    second = None
+    try:
+        ready = first.wait_for(lambda o: o.get("status") in ("READY", "ERROR"))
+        assert ready["status"] == "READY", ready
+        first.wait_for(lambda o: o.get("type") == "snapshot")
+        second = Streaming(app, "trace_app:compute", "--rate", "50")
+        ready = second.wait_for(lambda o: o.get("status") in ("READY", "ERROR"))
+        assert ready["status"] == "READY", ready
+        both = ticks()
+        second.wait_for(captured_after(second, both))
+        first.wait_for(captured_after(first, both))
+        second.proc.send_signal(signal.SIGINT)
+        assert second.finish() == 0, second.stderr()
+        alone = ticks()
+        first.wait_for(captured_after(first, alone))
+        first.proc.send_signal(signal.SIGINT)
+        assert first.finish() == 0, first.stderr()
+    finally:
+        for run in (first, second):
+            if run and run.proc.poll() is None:
+                run.proc.kill()
+                run.proc.wait()
+    assert app.state()["codes"] == before["codes"]
+
+
 # -- --no-inject --
 
 @pytest.mark.parametrize("module", ["__main__", "trace_app"])
