@@ -210,19 +210,34 @@ static uint64_t gate_addr(const struct attached_proc *ap, uint32_t slot)
 	return ap->hc.state.gates + (uint64_t)slot * sizeof(struct pydi_gate);
 }
 
-int attach_read_gate(struct attached_proc *ap, uint32_t slot,
-		     struct pydi_gate *gate)
+static int read_gates(struct attached_proc *ap, uint32_t first, uint32_t n,
+		      struct pydi_gate *out)
 {
 	struct proc_mem pm;
 	int ret;
 
-	memset(gate, 0, sizeof(*gate));
-	if (!ap->injected || !ap->hc.state.gates || slot >= PYDI_MAX_GATES)
+	memset(out, 0, n * sizeof(*out));
+	if (!ap->injected || !ap->hc.state.gates)
 		return -ENOENT;
 	proc_mem_init(&pm, ap->pp.pid);
-	ret = proc_mem_read(&pm, gate_addr(ap, slot), gate, sizeof(*gate));
+	ret = proc_mem_read(&pm, gate_addr(ap, first), out, n * sizeof(*out));
 	proc_mem_close(&pm);
 	return ret;
+}
+
+int attach_read_gate(struct attached_proc *ap, uint32_t slot,
+		     struct pydi_gate *gate)
+{
+	if (slot >= PYDI_MAX_GATES) {
+		memset(gate, 0, sizeof(*gate));
+		return -ENOENT;
+	}
+	return read_gates(ap, slot, 1, gate);
+}
+
+int attach_read_gates(struct attached_proc *ap, struct pydi_gate *gates)
+{
+	return read_gates(ap, 0, PYDI_MAX_GATES, gates);
 }
 
 /* Arm or disarm a slot's gate; next_allowed_ns keeps rate-limited calls

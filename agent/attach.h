@@ -64,6 +64,8 @@ json_t *attach_command(struct attached_proc *ap, json_t *cmd, char *err,
 
 int attach_read_gate(struct attached_proc *ap, uint32_t slot,
 		     struct pydi_gate *gate);
+/* Every slot's gate (PYDI_MAX_GATES of them) in one read. */
+int attach_read_gates(struct attached_proc *ap, struct pydi_gate *gates);
 void attach_set_gate(struct attached_proc *ap, uint32_t slot, bool armed,
 		     uint64_t next_allowed_ns);
 /*

@@ -53,6 +53,7 @@ struct proc_entry {
 	uint64_t lease_expiries;	/* the helper's count when we last looked */
 	uint64_t commands_seen;		/* its commands_run when codes were last followed */
 	json_t *hooks;			/* its hooks by probe id for this pass, or NULL */
+	struct pydi_gate *gates;	/* its gates for this pass, or NULL */
 	json_t *attrs;			/* resource attributes, for AttributeFilters */
 	struct service_identity id;
 	char unsupported[256];
@@ -965,6 +966,23 @@ static void check_lease_lapsed(struct probe_manager *pm, struct proc_entry *p)
 	due_at(&pm->insts_due_ns, 0);
 }
 
+/* p's gates, read once a pass however many of its instances look (with
+ * 1,000 probes in a process, one read instead of 1,000). A failed read
+ * reads as no hits. */
+static const struct pydi_gate *pass_gate(struct proc_entry *p)
+{
+	static const struct pydi_gate none[PYDI_MAX_GATES];
+
+	if (!p->gates) {
+		p->gates = malloc(PYDI_MAX_GATES * sizeof(*p->gates));
+		if (!p->gates)
+			return none;
+		if (attach_read_gates(p->ap, p->gates))
+			memset(p->gates, 0, PYDI_MAX_GATES * sizeof(*p->gates));
+	}
+	return p->gates;
+}
+
 static void every_second(struct probe_manager *pm)
 {
 	bool follow = false;
@@ -998,7 +1016,6 @@ static void every_second(struct probe_manager *pm)
 	pm->watch_insts = false;
 	for (size_t i = 0; i < pm->ninsts; i++) {
 		struct instance *in = pm->insts[i];
-		struct pydi_gate gate;
 
 		if (!in->has_slot)
 			continue;
@@ -1010,8 +1027,7 @@ static void every_second(struct probe_manager *pm)
 						  &in->hp, in->proc->hooks);
 		}
 		/* A hit the gate kept from BPF is a hit too. */
-		if (in->status == IS_READY &&
-		    attach_read_gate(in->proc->ap, in->hp.slot, &gate) == 0 && gate.hits)
+		if (in->status == IS_READY && pass_gate(in->proc)[in->hp.slot].hits)
 			set_status(pm, in, IS_ACTIVE, NULL, NULL);
 		call_pairs_evict(&in->pairs, false, emit_pair, in);
 		if (in->status == IS_READY || !call_pairs_empty(&in->pairs))
@@ -1028,6 +1044,8 @@ static void every_second(struct probe_manager *pm)
 		p->follow_codes = false;
 		json_decref(p->hooks);
 		p->hooks = NULL;
+		free(p->gates);
+		p->gates = NULL;
 	}
 }
 
