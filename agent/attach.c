@@ -642,11 +642,18 @@ void hooked_probe_follow_code(struct attached_proc *ap, struct probe_engine *pe,
 			      const char *probe_id, struct hooked_probe *hp)
 {
 	json_t *hooks;
+	uint64_t changes;
 
-	if (!hp->rekey || !hp->hooked)
+	if (!hp->rekey || !hp->hooked || helper_read_state(&ap->hc))
+		return;
+	changes = ap->hc.state.hook_changes;
+	if (changes == hp->hook_changes_seen)
 		return;
 	hooks = attach_hooks_by_probe(ap);
+	if (!hooks)
+		return;		/* asked again next time */
 	hooked_probe_follow_hooks(ap, pe, probe_id, hp, hooks);
+	hp->hook_changes_seen = changes;
 	json_decref(hooks);
 }
 

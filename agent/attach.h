@@ -96,6 +96,7 @@ struct hooked_probe {
 	bool hooked;			/* the helper holds a hook for us */
 	bool rekey;			/* 3.11: other probes may swap our code */
 	bool ends_in_ring;		/* its returns are told in the helper's ends ring */
+	uint64_t hook_changes_seen;	/* the helper's hook_changes when last followed */
 	json_t *codes;			/* the hook reply's codes */
 	json_t *routes;			/* framework routes that reach the code */
 	json_t *keys;			/* BPF keys set, for removal */
@@ -144,7 +145,8 @@ json_t *attach_hooks_by_probe(struct attached_proc *ap);
 void hooked_probe_follow_hooks(struct attached_proc *ap, struct probe_engine *pe,
 			       const char *probe_id, struct hooked_probe *hp,
 			       const json_t *by_probe);
-/* 3.11: follow the code ids the helper now reports for probe_id. */
+/* 3.11: follow the code ids the helper now reports for probe_id, if the
+ * helper's hooks changed since the last time. */
 void hooked_probe_follow_code(struct attached_proc *ap, struct probe_engine *pe,
 			      const char *probe_id, struct hooked_probe *hp);
 /* The hook's warnings (e.g. frames still running old code). New array. */

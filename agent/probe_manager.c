@@ -45,13 +45,15 @@ struct proc_entry {
 	uint64_t start_time;
 	enum proc_state state;
 	bool injected;
-	bool follow_codes;		/* some pydi ran a command: codes may have moved */
+	bool follow_codes;		/* some pydi changed the hooks: codes may have moved */
+	bool asked_hooks;		/* this pass, for hooks (NULL: the command failed) */
 	bool watching;			/* DI API polls for its service */
 	bool seen;			/* rescan mark */
 	uint64_t check_at_ns;
 	unsigned int looks;
 	uint64_t lease_expiries;	/* the helper's count when we last looked */
-	uint64_t commands_seen;		/* its commands_run when codes were last followed */
+	uint64_t hook_changes_seen;	/* its hook_changes when codes were last followed */
+	uint64_t hook_changes_now;	/* and at the start of this pass */
 	json_t *hooks;			/* its hooks by probe id for this pass, or NULL */
 	struct pydi_gate *gates;	/* its gates for this pass, or NULL */
 	json_t *attrs;			/* resource attributes, for AttributeFilters */
@@ -1005,8 +1007,10 @@ static void every_second(struct probe_manager *pm)
 			continue;
 		check_lease_lapsed(pm, p);
 		/* 3.11 code ids move only when some pydi hooks or unhooks: ask
-		 * the helper for them only after it has run a command. */
-		p->follow_codes = p->ap->hc.state.commands_run != p->commands_seen;
+		 * the helper for them only then (its "hooks" reply is built
+		 * under the target's GIL, ~10 ms with 1,000 hooks). */
+		p->hook_changes_now = p->ap->hc.state.hook_changes;
+		p->follow_codes = p->hook_changes_now != p->hook_changes_seen;
 		follow |= p->follow_codes;
 	}
 	/* Only a READY instance (its first hit may have been gated) or one
@@ -1021,8 +1025,10 @@ static void every_second(struct probe_manager *pm)
 			continue;
 		if (in->proc->follow_codes && in->hp.rekey) {
 			/* One "hooks" command per process and pass, not per probe. */
-			if (!in->proc->hooks)
+			if (!in->proc->asked_hooks) {
 				in->proc->hooks = attach_hooks_by_probe(in->proc->ap);
+				in->proc->asked_hooks = true;
+			}
 			hooked_probe_follow_hooks(in->proc->ap, pm->engine, in->probe_id,
 						  &in->hp, in->proc->hooks);
 		}
@@ -1033,15 +1039,17 @@ static void every_second(struct probe_manager *pm)
 		if (in->status == IS_READY || !call_pairs_empty(&in->pairs))
 			pm->watch_insts = true;
 	}
-	/* Our own "hooks" commands count too: what we have seen is now. */
 	for (size_t i = 0; i < pm->nprocs; i++) {
 		struct proc_entry *p = pm->procs[i];
 
 		if (!p->ap)
 			continue;
-		if (p->follow_codes && helper_read_state(&p->ap->hc) == 0)
-			p->commands_seen = p->ap->hc.state.commands_run;
+		/* Followed (or nothing to follow): done until the hooks change
+		 * again; a failed "hooks" command is asked again next pass. */
+		if (p->follow_codes && (p->hooks || !p->asked_hooks))
+			p->hook_changes_seen = p->hook_changes_now;
 		p->follow_codes = false;
+		p->asked_hooks = false;
 		json_decref(p->hooks);
 		p->hooks = NULL;
 		free(p->gates);

@@ -3417,6 +3417,7 @@ class _Probe:
 
 
 def _publish_hook_count():
+    """After every change to HOOKS: the count, and that it changed."""
     publish = getattr(_native, "_set_hooks_active", None)
     if publish is not None:
         publish(len(HOOKS))

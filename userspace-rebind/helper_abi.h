@@ -19,8 +19,9 @@
 #include <stdint.h>
 
 #define PYDI_HELPER_MAGIC	0x706c656869647970ULL	/* "pydihelp" */
-#define PYDI_HELPER_ABI		4	/* 2: the hook passes the frame; 3: and its code,
-					   PYDI_EV_PAIRED; 4: gate flags, the ends ring */
+#define PYDI_HELPER_ABI		5	/* 2: the hook passes the frame; 3: and its code,
+					   PYDI_EV_PAIRED; 4: gate flags, the ends ring;
+					   5: hook_changes */
 #define PYDI_HELPER_STATE_SYM	"pydi_helper_state"
 #define PYDI_HELPER_MEMFD_NAME	"pydi-helper"
 #define PYDI_HELPER_MODULE	"_pydi_helper"
@@ -138,6 +139,12 @@ struct pydi_helper_state {
 	 */
 	uint64_t small_ints;
 	uint64_t small_int_size;
+	/*
+	 * Bumped whenever the set of hooks changes (hook, unhook, revert): on
+	 * 3.11 code objects may have moved, so a pydi asks for the "hooks"
+	 * list only when this moved, not on every command.
+	 */
+	uint64_t hook_changes;
 };
 
 #define PYDI_SMALL_INT_MIN	(-5)

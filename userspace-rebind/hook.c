@@ -768,6 +768,8 @@ hooks_active_set(PyObject *self, PyObject *args)
 		return NULL;
 	}
 	__atomic_store_n(&pydi_helper_state.hooks_active, count, __ATOMIC_RELEASE);
+	__atomic_store_n(&pydi_helper_state.hook_changes,
+			 pydi_helper_state.hook_changes + 1, __ATOMIC_RELEASE);
 	Py_RETURN_NONE;
 }
 
@@ -805,7 +807,7 @@ static PyMethodDef hook_methods[] = {
 	{"_recorded", recorded_get, METH_NOARGS,
 	 "Records so far, emptied (test aid)."},
 	{"_set_hooks_active", hooks_active_set, METH_VARARGS,
-	 "Publish the number of active hooks in pydi_helper_state."},
+	 "The set of hooks changed: publish how many are active."},
 	{NULL, NULL, 0, NULL},
 };
 
