@@ -16,6 +16,20 @@ READY_TIMEOUT_S = 20         # all READY by then, or reported as not
 HIT_LOOPS = 5                # captured-hit loops a run; consecutive ones differ by up to 30 %
 
 
+# Why the captured hit with 1,000 probes once grew (fixed since).
+HOOKS_HISTORY = (
+    "Until commit `9131767` (helper ABI 5) a `hooks` helper command counted as a command "
+    "like any other, and a pydi asked for the hooks list after any command: so while a "
+    "`pydi trace` ran (it asked once a second, unconditionally) the agent asked too, and "
+    "the target built the whole list — about 300 KB with 1,000 hooks, in Python, under "
+    "its GIL — twice a second; the agent then walked the reply once per probe, N × N "
+    "(`ddbe17d` indexes it by probe id). The captured hit read ×1.15 with 1,000 probes on "
+    "tree `2791799` and ×1.12 at `ddbe17d` (1.76 against 1.57 µs; thread CPU ×1.03: the "
+    "target was waiting for its GIL), with the BPF run flat. Now the helper counts the "
+    "changes to its set of hooks (`hook_changes` in its state) and a pydi asks for the "
+    "list only when that count moved: once after each hook or unhook.")
+
+
 def probe_calls(agent, probe_id, pid):
     """The agent's hit counter of probe_id in pid, and how long `probe list` took."""
     t0 = time.monotonic()
@@ -331,6 +345,7 @@ def report(ctx, started, load_start, cases, results, gated_n, hit_n, idle_s):
                   "every hook and the agent hooked them again, over and over: measured on "
                   "tree `ceb136c`, 1.21 µs per gated call (×15.8), 728 of 1,000 READY after "
                   "20 s, the agent at 52 % CPU. Now it is one command per process and pass."]
+    lines += ["", HOOKS_HISTORY]
     if median([x["lapses"] for x in big]):
         lines += ["", "The agent notices a lapse (the helper's `lease_expiries` counter, "
                   "`agent/probe_manager.c`) and hooks every probe of the process again — but "
