@@ -23,7 +23,8 @@ its JSON lines and `pydi -j probe list`.
      metrics, the agent keeps running, lines whole, recovery when space
      returns.
   7. `pydi trace` on a function the agent probes: the agent keeps capturing
-     while the trace is hooked and after it has gone.
+     while the trace is hooked and after it has gone, and while nothing
+     changes neither sends the target's helper a command.
 """
 import json
 import os
@@ -635,7 +636,7 @@ def test_trace_on_the_agents_function_leaves_the_agent_capturing(world):
     wait_until("snapshots", lambda: agent.snapshots("shared-work", a.pid), 10,
                agent.tail)
     trace = subprocess.Popen([PYDI, "-j", "trace", "-p", str(a.pid), f"{M}:work",
-                              "--timeout", "8"],
+                              "--timeout", "10"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ready = json.loads(trace.stdout.readline())
@@ -644,6 +645,12 @@ def test_trace_on_the_agents_function_leaves_the_agent_capturing(world):
         wait_until("an agent snapshot while the trace is hooked too", lambda:
                    agent.snapshots("shared-work", a.pid, taken_since=t_both),
                    6, agent.tail)
+        # Settled: each has followed the codes once; asking for the hooks
+        # list again (built under the target's GIL) waits for a change.
+        before = helper_state(a.pid)["commands_run"]
+        time.sleep(2.5)
+        assert helper_state(a.pid)["commands_run"] == before, (
+            "commands sent to the helper while nothing changed")
         out, err = trace.communicate(timeout=20)
     finally:
         if trace.poll() is None:
