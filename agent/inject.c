@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -26,6 +27,7 @@ extern const size_t pydi_helper_blob_len;
 #define ATTACH_TIMEOUT_MS	2000
 #define CALL_TIMEOUT_MS		10000	/* PyGILState_Ensure waits for the GIL */
 #define READY_TIMEOUT_MS	5000	/* pending call: until the eval loop runs it */
+#define BOOT_TIMEOUT_MS		10000	/* the helper's thread: the GIL, the bootstrap */
 #define EVAL_LOOP_TRIES		500	/* stops to find the thread in the eval loop */
 #define INJECT_LOCK_TIMEOUT_MS	30000	/* another pydi injecting the same target */
 #define BORROW_PASSES		10	/* looks for a parked thread ... */
@@ -54,6 +56,7 @@ struct target_syms {
 	uint64_t gil_ensure, gil_release, run_string, add_pending;
 	uint64_t eval_frame, eval_frame_size;
 	uint64_t libc_syscall, libc_mmap;
+	uint64_t libc_dlopen, libc_dlsym;	/* 0: libc older than 2.34 */
 	/* The interpreter's executable mappings (PGO/LTO builds split the
 	 * eval loop into unnamed hot and cold parts outside the symbol). */
 	uint64_t text_start[4], text_end[4];
@@ -144,8 +147,13 @@ static int find_symbols(struct pyproc *pp, struct target_syms *s, char *err,
 	ret = mapped_elf_symbol(pp->pid, &maps, libc, "syscall", &s->libc_syscall, NULL);
 	if (!ret)
 		ret = mapped_elf_symbol(pp->pid, &maps, libc, "mmap", &s->libc_mmap, NULL);
-	if (ret)
+	if (ret) {
 		set_err(err, err_len, "pid %d: syscall() or mmap() not found in libc", pp->pid);
+		goto out;
+	}
+	if (mapped_elf_symbol(pp->pid, &maps, libc, "dlopen", &s->libc_dlopen, NULL) ||
+	    mapped_elf_symbol(pp->pid, &maps, libc, "dlsym", &s->libc_dlsym, NULL))
+		s->libc_dlopen = s->libc_dlsym = 0;
 out:
 	proc_maps_free(&maps);
 	return ret;
@@ -351,17 +359,105 @@ static int place_files(struct pt_thread *t, const struct target_syms *s, int *fd
 	return ret;
 }
 
-/* GIL-free path: everything happens in calls on the borrowed thread. */
+/* A page of the target's for the bootstrap text, which _start unmaps. */
+static int remote_text_page(struct pt_thread *t, const struct target_syms *s,
+			    int fd, int status_fd, uint64_t *page)
+{
+	char text[2048];
+	uint64_t rc;
+	int ret;
+
+	ret = pt_call(t, s->libc_mmap,
+		      (uint64_t[]){ 0, 4096, PROT_READ | PROT_WRITE,
+				    MAP_PRIVATE | MAP_ANONYMOUS, (uint64_t)-1, 0 },
+		      6, page, CALL_TIMEOUT_MS);
+	if (ret || *page == (uint64_t)-1)
+		return ret ? ret : -ENOMEM;
+	ret = bootstrap_text(text, sizeof(text), fd, status_fd, *page);
+	if (!ret)
+		ret = pt_write_mem(t->pid, *page, text, strlen(text) + 1);
+	if (ret)
+		remote_syscall(t, s, SYS_munmap, (uint64_t[]){ *page, 4096 }, 2, &rc);
+	return ret;
+}
+
+/*
+ * The borrowed thread only loads the helper and calls pydi_helper_boot,
+ * whose thread runs the bootstrap and stays on as the control thread: no
+ * Python is compiled or run on the app's thread, and nothing it allocates
+ * lands in that thread's malloc arena. 0: started (the bootstrap reports
+ * through the status memfd); 1: not possible here (libc before 2.34, the
+ * .so did not load: the bootstrap on this thread says why); -errno.
+ */
+static int boot_on_helper_thread(struct pt_thread *t, const struct target_syms *s,
+				 int fd, int status_fd, char *err, size_t err_len)
+{
+	char path[32];
+	uint64_t page, addr, handle, boot, rc;
+	int ret;
+
+	if (!s->libc_dlopen || !s->libc_dlsym)
+		return 1;
+	ret = remote_text_page(t, s, fd, status_fd, &page);
+	if (ret) {
+		set_err(err, err_len, "pid %d: placing the bootstrap in the target: %s",
+			t->pid, strerror(-ret));
+		return ret;
+	}
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	handle = boot = 0;
+	ret = pt_push(t, path, strlen(path) + 1, &addr);
+	if (!ret)
+		ret = pt_call(t, s->libc_dlopen, (uint64_t[]){ addr, RTLD_NOW }, 2,
+			      &handle, CALL_TIMEOUT_MS);
+	if (!ret && handle)
+		ret = pt_push(t, PYDI_HELPER_BOOT_SYM, sizeof(PYDI_HELPER_BOOT_SYM), &addr);
+	if (!ret && handle)
+		ret = pt_call(t, s->libc_dlsym, (uint64_t[]){ handle, addr }, 2, &boot,
+			      CALL_TIMEOUT_MS);
+	if (!ret && boot)
+		ret = pt_call(t, boot, (uint64_t[]){ page }, 1, &rc, CALL_TIMEOUT_MS);
+	if (!ret && boot && (int)rc == 0)
+		return 0;
+	remote_syscall(t, s, SYS_munmap, (uint64_t[]){ page, 4096 }, 2, &rc);
+	if (ret) {
+		set_err(err, err_len, "pid %d: loading the helper on thread %d: %s",
+			t->pid, t->tid, strerror(-ret));
+		return ret;
+	}
+	if (boot) {
+		set_err(err, err_len, "pid %d: starting the helper's thread: %s",
+			t->pid, strerror(-(int)rc));
+		return (int)rc;
+	}
+	return 1;
+}
+
+/* GIL-free path: the borrowed thread starts the helper's own thread, or,
+ * where it cannot, runs the bootstrap itself. *status_wait: the status memfd
+ * to wait on for the former (the caller closes it), else -1. */
 static int inject_on_parked(struct pyproc *pp, struct pt_thread *t,
-			    const struct target_syms *s, char *err, size_t err_len)
+			    const struct target_syms *s, int *status_wait,
+			    char *err, size_t err_len)
 {
 	char text[2048], msg[BOOT_ERROR_MAX];
 	uint64_t text_addr, gil_state, rc;
 	int fd, status_fd, status_local, ret;
 
+	*status_wait = -1;
 	ret = place_files(t, s, &fd, &status_fd, &status_local, err, err_len);
 	if (ret)
 		return ret;
+	ret = boot_on_helper_thread(t, s, fd, status_fd, err, err_len);
+	if (ret == 0) {
+		*status_wait = status_local;
+		return 0;
+	}
+	if (ret < 0) {
+		close_remote_fd(t, s, fd);
+		close_remote_fd(t, s, status_fd);
+		goto out;
+	}
 	ret = bootstrap_text(text, sizeof(text), fd, status_fd, 0);
 	if (!ret)
 		ret = pt_push(t, text, strlen(text) + 1, &text_addr);
@@ -433,7 +529,6 @@ static int inject_pending(struct pyproc *pp, struct pt_thread *t,
 			  const struct target_syms *s, struct pending_boot *pb,
 			  char *err, size_t err_len)
 {
-	char text[2048];
 	uint64_t page, rc;
 	int fd, status_fd, status_local, ret, tries;
 
@@ -455,21 +550,11 @@ static int inject_pending(struct pyproc *pp, struct pt_thread *t,
 	ret = place_files(t, s, &fd, &status_fd, &status_local, err, err_len);
 	if (ret)
 		return ret;
-	ret = pt_call(t, s->libc_mmap,
-		      (uint64_t[]){ 0, 4096, PROT_READ | PROT_WRITE,
-				    MAP_PRIVATE | MAP_ANONYMOUS, (uint64_t)-1, 0 },
-		      6, &page, CALL_TIMEOUT_MS);
-	if (ret || page == (uint64_t)-1) {
-		set_err(err, err_len, "pid %d: mmap in the target failed", pp->pid);
-		ret = ret ? ret : -ENOMEM;
-		goto fail;
-	}
-	ret = bootstrap_text(text, sizeof(text), fd, status_fd, page);
-	if (!ret)
-		ret = pt_write_mem(pp->pid, page, text, strlen(text) + 1);
+	ret = remote_text_page(t, s, fd, status_fd, &page);
 	if (ret) {
-		set_err(err, err_len, "pid %d: writing the bootstrap failed", pp->pid);
-		goto unmap;
+		set_err(err, err_len, "pid %d: placing the bootstrap in the target: %s",
+			pp->pid, strerror(-ret));
+		goto fail;
 	}
 	ret = pt_call(t, s->add_pending, (uint64_t[]){ s->run_string, page }, 2,
 		      &rc, CALL_TIMEOUT_MS);
@@ -546,7 +631,7 @@ static int inject_locked(struct pyproc *pp, struct helper_client *hc,
 	double start = (monotonic_ns() / 1e6);
 	size_t count, order[256], n = 0;
 	struct pending_boot pb;
-	int ret;
+	int status_wait = -1, ret;
 
 	memset(res, 0, sizeof(*res));
 	ret = helper_find(pp->pid, hc);
@@ -603,7 +688,7 @@ static int inject_locked(struct pyproc *pp, struct helper_client *hc,
 			res->path = INJECT_GIL_FREE;
 			res->tid = t->tid;
 			res->syscall_nr = (long)t->saved_regs.orig_rax;
-			ret = inject_on_parked(pp, t, &syms, err, err_len);
+			ret = inject_on_parked(pp, t, &syms, &status_wait, err, err_len);
 			pt_detach(t);
 			goto done;
 		}
@@ -653,11 +738,14 @@ static int inject_locked(struct pyproc *pp, struct helper_client *hc,
 done:
 	free(t);
 	if (!ret) {
-		ret = wait_ready(pp, hc, -1, READY_TIMEOUT_MS, err, err_len);
-		if (ret)
+		ret = wait_ready(pp, hc, status_wait, status_wait < 0 ?
+				 READY_TIMEOUT_MS : BOOT_TIMEOUT_MS, err, err_len);
+		if (ret && ret != -EIO)
 			set_err(err, err_len, "pid %d: the helper loaded but did not report ready: %s",
 				pp->pid, strerror(-ret));
 	}
+	if (status_wait >= 0)
+		close(status_wait);
 	res->elapsed_ms = (monotonic_ns() / 1e6) - start;
 	return ret;
 }

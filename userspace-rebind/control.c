@@ -27,6 +27,11 @@ static pthread_t control_thread;
 static atomic_int stopping;
 static int thread_running;
 
+/* pydi_helper_boot's thread while it runs the bootstrap (GIL held): the
+ * control_start it reaches adopts it as the control thread. */
+static pthread_t boot_self;
+static int booting, adopted;
+
 /* A job the thread runs before it serves any command (see control_start). */
 static struct {
 	int (*fn)(void);
@@ -163,15 +168,11 @@ run_first(void)
 	sem_post(&first.done);
 }
 
-static void *
-control_main(void *arg)
+static void
+serve_until_stopped(void)
 {
 	struct pollfd wake = { .fd = pydi_helper_state.wake_fd, .events = POLLIN };
 
-	(void)arg;
-	if (first.fn != NULL) {
-		run_first();
-	}
 	while (!atomic_load(&stopping)) {
 		int n = poll(&wake, 1, sleep_ms());
 
@@ -184,7 +185,78 @@ control_main(void *arg)
 		serve_command();
 		check_lease();
 	}
+}
+
+static void *
+control_main(void *arg)
+{
+	(void)arg;
+	if (first.fn != NULL) {
+		run_first();
+	}
+	serve_until_stopped();
 	return NULL;
+}
+
+/* The bootstrap text, in globals of its own. It reports its own errors (the
+ * status memfd) and never raises. */
+static void
+run_text(const char *text)
+{
+	PyObject *code = Py_CompileString(text, "<pydi-boot>", Py_file_input);
+	PyObject *globals = PyDict_New();
+	PyObject *result = NULL;
+
+	if (code != NULL && globals != NULL
+	    && PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) == 0) {
+		result = PyEval_EvalCode(code, globals, globals);
+	}
+	Py_XDECREF(result);
+	Py_XDECREF(globals);
+	Py_XDECREF(code);
+	PyErr_Clear();
+}
+
+static void *
+boot_main(void *text)
+{
+	PyGILState_STATE gil = PyGILState_Ensure();
+
+	boot_self = pthread_self();
+	booting = 1;
+	run_text(text);
+	booting = 0;
+	PyGILState_Release(gil);
+	if (!adopted) {
+		pthread_detach(pthread_self());
+		return NULL;
+	}
+	serve_until_stopped();
+	return NULL;
+}
+
+/*
+ * The injector's entry, called on a borrowed app thread that holds no lock
+ * and not the GIL: a thread of the helper's own runs the bootstrap text (the
+ * loader that imports this module and calls _start) and then serves as the
+ * control thread. The app's thread only creates it: compiling and running
+ * Python there would leave the parser's freed blocks in that thread's malloc
+ * arena (the main one, for the main thread), and the app's own large blocks
+ * (a 256 KB recv buffer each request) would then be cut from those holes
+ * instead of the top of the heap. 0 or -errno.
+ */
+__attribute__((visibility("default"))) int
+pydi_helper_boot(const char *text)
+{
+	sigset_t all, old;
+	pthread_t thread;
+	int err;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	err = pthread_create(&thread, NULL, boot_main, (void *)text);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return -err;
 }
 
 static int
@@ -259,6 +331,19 @@ control_start(int (*first_fn)(void))
 		return err;
 	}
 	atomic_store(&stopping, 0);
+	if (booting && pthread_equal(pthread_self(), boot_self)) {
+		/* Already on a thread of our own, GIL held: first runs here, and
+		 * the thread serves once the bootstrap returns (boot_main). */
+		if (first_fn != NULL && first_fn() < 0) {
+			close_eventfds();
+			return -ECANCELED;
+		}
+		control_thread = boot_self;
+		adopted = 1;
+		thread_running = 1;
+		pydi_helper_state.status = PYDI_HELPER_READY;
+		return 0;
+	}
 	first.fn = first_fn;
 	sem_init(&first.done, 0, 0);
 	/* The thread must never take the app's signals. */
@@ -304,6 +389,7 @@ control_after_fork(void)
 		return 0;
 	}
 	thread_running = 0;
+	booting = 0;
 	close_eventfds();
 	pydi_helper_state.status = PYDI_HELPER_LOADING;
 	return control_start(NULL);

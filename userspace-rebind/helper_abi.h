@@ -23,6 +23,8 @@
 					   PYDI_EV_PAIRED; 4: gate flags, the ends ring;
 					   5: hook_changes */
 #define PYDI_HELPER_STATE_SYM	"pydi_helper_state"
+/* int pydi_helper_boot(const char *text): the injector's entry (control.c). */
+#define PYDI_HELPER_BOOT_SYM	"pydi_helper_boot"
 #define PYDI_HELPER_MEMFD_NAME	"pydi-helper"
 #define PYDI_HELPER_MODULE	"_pydi_helper"
 

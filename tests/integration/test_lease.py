@@ -115,9 +115,12 @@ HEAP_APP = os.path.join(HERE, "targets", "heap_app.py")
 # pymalloc by (a few KB either way), far below what the helper's objects
 # would put there (about 0.5 MB on 3.11, 3.13 and 3.14).
 HEAP_SLACK = 64 * 1024
-# The main arena grows in steps of 128 KiB at least (glibc's top pad);
-# compiling the bootstrap there grew it by about 8 MB.
-ARENA_SLACK = 1024 * 1024
+# The main arena grows in steps of 128 KiB at least (glibc's top pad): one
+# step at most (3.13 takes one at injection, whichever thread loads the
+# helper). Compiling the bootstrap there grew it by about 8 MB; compiling
+# only the loader's few lines on the borrowed thread, by 136 KiB on 3.11 and
+# 216 KiB on 3.14.
+ARENA_MAX_GROWTH = 128 * 1024
 # All arenas, the helper's own included: what its objects take (~1.7 MB
 # with the bootstrap compiled a chunk at a time), far below the ~10 MB
 # the parser kept when the bootstrap was compiled at once.
@@ -141,10 +144,11 @@ def check_heap(target, where):
         growth = heap_growth(target)
         report(f"lease: after inject + trace + stop ({where}): pymalloc bytes in use "
                f"{growth['pymalloc_bytes']:+,}, main malloc arena "
-               f"{growth['main_arena_bytes']:+,} bytes, all arenas "
+               f"{growth['main_arena_bytes']:+,} bytes "
+               f"({growth['main_arena_free_bytes']:+,} free in its bins), all arenas "
                f"{growth['arenas_bytes']:+,} bytes")
         assert growth["pymalloc_bytes"] < HEAP_SLACK, growth
-        assert growth["main_arena_bytes"] < ARENA_SLACK, growth
+        assert growth["main_arena_bytes"] <= ARENA_MAX_GROWTH, growth
         assert growth["arenas_bytes"] < ARENAS_SLACK, growth
     finally:
         target.stop()
@@ -158,7 +162,12 @@ def test_helper_leaves_the_apps_heap_alone():
     come from the control thread's malloc arena, not the main one the app's
     main thread allocates its large blocks from: the bootstrap's compile
     left about 8 MB there, freed but scattered. Compiled a chunk at a time,
-    it keeps that arena small too (the target's RSS)."""
+    it keeps that arena small too (the target's RSS). Nor does the thread
+    pydi borrows compile anything (the helper's own thread runs the loader):
+    the loader's parser blocks alone, freed under what the load kept, moved
+    the main arena's top by 136 KiB, and a FastAPI service's 256 KB recv
+    buffers were then cut from the holes (malloc's slow path, ~0.4 % of its
+    CPU per request)."""
     check_heap(spawn_host(HEAP_APP), "3.11")
 
 

@@ -2,7 +2,8 @@
 commands, one per line:
   heap -> JSON {"pymalloc_bytes": bytes in pymalloc's allocated blocks,
                 "main_arena_bytes": bytes glibc's main malloc arena spans,
-                "arenas_bytes": bytes all of glibc's malloc arenas span}
+                "arenas_bytes": bytes all of glibc's malloc arenas span,
+                "main_arena_free_bytes": free bytes in the main arena's bins}
 EOF on stdin exits."""
 import ctypes
 import json
@@ -42,10 +43,10 @@ def pymalloc_bytes():
                .group(1).replace(",", ""))
 
 
-def arena_bytes():
-    """From malloc_info(): the bytes each of glibc's malloc arenas spans; the
-    first is the main arena, the one the main thread (this one, and the one
-    pydi injects into) allocates from."""
+def malloc_info():
+    """glibc's malloc_info() XML: a <heap> per arena, the main one first (the
+    one the main thread, this one and the one pydi injects into, allocates
+    from)."""
     libc = ctypes.CDLL(None)
     libc.fopen.restype = ctypes.c_void_p
     libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
@@ -55,15 +56,29 @@ def arena_bytes():
         fp = libc.fopen(out.name.encode(), b"w")
         libc.malloc_info(0, fp)
         libc.fclose(fp)
-        text = out.read()
+        return out.read()
+
+
+def arena_bytes(text):
+    """The bytes each arena spans."""
     return [int(size) for size in re.findall(
         r'<heap nr="\d+">.*?<system type="current" size="(\d+)"/>', text, re.S)]
+
+
+def main_arena_free_bytes(text):
+    """Free chunks in the main arena's bins (fast and the rest; the top of
+    the heap not included): holes that large blocks are then cut from."""
+    main = re.search(r'<heap nr="0">(.*?)</heap>', text, re.S).group(1)
+    return sum(int(size) for size in re.findall(
+        r'<total type="(?:fast|rest)" count="\d+" size="(\d+)"/>', main))
 
 
 threading.Thread(target=worker, daemon=True).start()
 print("ready", flush=True)
 for line in sys.stdin:
     if line.strip() == "heap":
-        arenas = arena_bytes()
+        info = malloc_info()
+        arenas = arena_bytes(info)
         print(json.dumps({"pymalloc_bytes": pymalloc_bytes(), "main_arena_bytes": arenas[0],
-                          "arenas_bytes": sum(arenas)}), flush=True)
+                          "arenas_bytes": sum(arenas),
+                          "main_arena_free_bytes": main_arena_free_bytes(info)}), flush=True)
