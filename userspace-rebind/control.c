@@ -198,6 +198,20 @@ control_main(void *arg)
 	return NULL;
 }
 
+/* A thread that never takes the app's signals: 0 or -errno. */
+static int
+start_unsignalled(pthread_t *thread, void *(*fn)(void *), void *arg)
+{
+	sigset_t all, old;
+	int err;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	err = pthread_create(thread, NULL, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return -err;
+}
+
 /* The bootstrap text, in globals of its own. It reports its own errors (the
  * status memfd) and never raises. */
 static void
@@ -248,15 +262,9 @@ boot_main(void *text)
 __attribute__((visibility("default"))) int
 pydi_helper_boot(const char *text)
 {
-	sigset_t all, old;
 	pthread_t thread;
-	int err;
 
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	err = pthread_create(&thread, NULL, boot_main, (void *)text);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	return -err;
+	return start_unsignalled(&thread, boot_main, (void *)text);
 }
 
 static int
@@ -316,7 +324,6 @@ wait_first(void)
 int
 control_start(int (*first_fn)(void))
 {
-	sigset_t all, old;
 	int err;
 
 	if (thread_running) {
@@ -346,11 +353,7 @@ control_start(int (*first_fn)(void))
 	}
 	first.fn = first_fn;
 	sem_init(&first.done, 0, 0);
-	/* The thread must never take the app's signals. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	err = -pthread_create(&control_thread, NULL, control_main, NULL);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	err = start_unsignalled(&control_thread, control_main, NULL);
 	if (err) {
 		close_eventfds();
 		return err;
