@@ -157,7 +157,7 @@ a subset and rewrites only those sections; every section says when and where it
 was measured and how to reproduce each row.
 """
 
-SECTION_ORDER = ["1", "1i", "2-3", "4", "5", "6", "7"]
+SECTION_ORDER = ["1", "1h", "1i", "2-3", "4", "5", "6", "7"]
 
 
 def write_section(key, text, path=BENCHMARKS):

@@ -3,7 +3,8 @@ sections of BENCHMARKS.md.
 
     bench_driver.py [ITEM...] [--runs N] [--quick] [--rows 2a,2b,...]
 
-ITEM is 1 (service overhead), 1i (item 1 counted under valgrind: instructions
+ITEM is 1 (service overhead), 1h (the injection against the service loading
+the helper itself, head to head), 1i (item 1 counted under valgrind: instructions
 and cache misses per request), 2 and 3 (per-hit cost, in-process capture: one
 section), 4 (time to READY), 5 (agent footprint), 6 (pipeline throughput),
 7 (scale); none means all. A benchmark never gates CI: this script exits 0
@@ -18,12 +19,12 @@ import traceback
 
 from bench_common import Ctx, ROOT, log, write_section
 
-ITEMS = ["1", "1i", "2", "3", "4", "5", "6", "7"]
+ITEMS = ["1", "1h", "1i", "2", "3", "4", "5", "6", "7"]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("items", nargs="*", help="items to run (1, 1i, 2-7); default: all")
+    parser.add_argument("items", nargs="*", help="items to run (1, 1h, 1i, 2-7); default: all")
     parser.add_argument("--runs", type=int, default=5, help="rounds per item (>= 5 for a claim)")
     parser.add_argument("--quick", action="store_true",
                         help="shorter loops and windows, for a smoke run")
@@ -49,6 +50,7 @@ def main():
     ctx.profile_rounds = args.profile_rounds
 
     import bench_footprint
+    import bench_headtohead
     import bench_hits
     import bench_instructions
     import bench_overhead
@@ -56,8 +58,8 @@ def main():
     import bench_ready
     import bench_scale
 
-    plan = [("1", bench_overhead), ("1i", bench_instructions), ("2-3", bench_hits),
-            ("4", bench_ready), ("5", bench_footprint), ("6", bench_pipeline),
+    plan = [("1", bench_overhead), ("1h", bench_headtohead), ("1i", bench_instructions),
+            ("2-3", bench_hits), ("4", bench_ready), ("5", bench_footprint), ("6", bench_pipeline),
             ("7", bench_scale)]
     failed = []
     try:
