@@ -36,7 +36,8 @@ enum proc_state {
 	PROC_CANDIDATE,		/* look at it at check_at_ns */
 	PROC_IGNORED,		/* no service identity, or not CPython */
 	PROC_OPEN,		/* CPython with an identity: probes may match */
-	PROC_UNSUPPORTED,	/* CPython pydi cannot instrument */
+	PROC_UNSUPPORTED,	/* CPython pydi cannot instrument, or not CPython
+				 * where a Pid names it */
 };
 
 /* What the periodic walks read comes first: the struct spans many pages. */
@@ -617,8 +618,8 @@ static void proc_drop(struct probe_manager *pm, size_t index, bool alive)
 {
 	struct proc_entry *p = pm->procs[index];
 
-	/* Only an opened process has instances (see matches()). */
-	for (size_t i = 0; p->ap && i < pm->ninsts; i++) {
+	/* Only an opened process, or one a Pid names, has instances. */
+	for (size_t i = 0; i < pm->ninsts; i++) {
 		if (pm->insts[i]->proc != p)
 			continue;
 		inst_free(pm, pm->insts[i], alive);
@@ -628,8 +629,8 @@ static void proc_drop(struct probe_manager *pm, size_t index, bool alive)
 		attach_close(p->ap, pm->engine);
 	json_decref(p->attrs);
 	json_decref(p->hooks);
-	/* Only an opened process can match a configuration. */
-	if (p->ap)
+	/* Only these can match a configuration (see matches()). */
+	if (p->state == PROC_OPEN || p->state == PROC_UNSUPPORTED)
 		pm->dirty = true;
 	free(p->ap);
 	free(p);
@@ -717,6 +718,15 @@ static void look_at(struct probe_manager *pm, struct proc_entry *p)
 			attach_close(p->ap, pm->engine);
 		free(p->ap);
 		p->ap = NULL;
+		if (ret == -ENOEXEC && config_names_pid(pm, p)) {
+			/* Named by a Pid, not found by its service: whoever
+			 * typed the pid hears why nothing will fire. */
+			p->state = PROC_UNSUPPORTED;
+			snprintf(p->unsupported, sizeof(p->unsupported), "%s", err);
+			fprintf(stderr, "pydi agent: %s\n", err);
+			pm->dirty = true;
+			return;
+		}
 		if (ret == -ENOEXEC || ret == -ESRCH) {
 			p->state = PROC_IGNORED;
 			return;

@@ -667,3 +667,35 @@ def test_trace_on_the_agents_function_leaves_the_agent_capturing(world):
     assert agent.stop() == 0, agent.tail()
     note("a trace on the agent's function: the agent kept capturing while "
          "both were hooked and after the trace had gone")
+
+
+def test_pid_of_a_process_that_is_not_python_is_an_error(world):
+    """`probe add --pid P` where P runs no CPython: the probe reports ERROR
+    (LANGUAGE_MISMATCH, the message naming P's binary) and lists P with it,
+    instead of listing no process at all; P and the agent are untouched,
+    and P's exit takes it off the list."""
+    agent = world.agent()
+    other = subprocess.Popen(["sleep", "600"])
+    try:
+        probe_id = f"not-python-{other.pid}"
+        agent.add("--id", probe_id, "--pid", str(other.pid), "--type", "PROBE",
+                  f"{M}:work")
+        wait_until("ERROR for the non-Python pid", lambda: agent.statuses(
+            probe_id, other.pid, "ERROR"), 20, agent.tail)
+        status = agent.statuses(probe_id, other.pid, "ERROR")[0]
+        assert status.get("error_cause") == "LANGUAGE_MISMATCH", status
+        assert "(sleep) is not a CPython process" in status.get("message", ""), status
+        assert agent.status_of(probe_id, other.pid) == "ERROR", agent.probe_list()
+        time.sleep(1.5)     # a few sweeps: the ERROR is not retried into anything else
+        assert {s["status"] for s in agent.statuses(probe_id, other.pid)} == {"ERROR"}
+        assert other.poll() is None, "the named process was harmed"
+        assert not [m for m in open(f"/proc/{other.pid}/maps")
+                    if "pydi" in m], "something of pydi's was mapped into it"
+    finally:
+        other.kill()
+        other.wait()
+    wait_until("the exited process off the probe's list", lambda: agent.process(
+        probe_id, other.pid) is None, 20, agent.tail)
+    assert agent.alive(), agent.tail()
+    note("probe add --pid of a non-Python process (sleep): ERROR "
+         "LANGUAGE_MISMATCH naming its binary, listed until it exits")
