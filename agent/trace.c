@@ -570,6 +570,8 @@ static int run(struct trace *tr)
 	tr->uprobe.ret = -EBADF;
 	side_start(&tr->load, load_engine, tr);
 	ret = attach_open_proc(&tr->ap, env.pid, err, sizeof(err));
+	if (ret == -ENOEXEC)	/* no CPython at all: a language mismatch too */
+		ret = -EMEDIUMTYPE;
 	if (ret)
 		return attach_failed(tr, ret, err);
 	if (env.no_inject) {

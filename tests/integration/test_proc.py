@@ -97,6 +97,10 @@ def test_non_python_pid_is_a_one_line_error():
         assert err.count("\n") == 1 and "not a CPython process" in err
         rc, out, err = run_pydi("-j", "proc", "show", str(sleeper.pid))
         assert rc == 3 and '"error"' in out and out.count("\n") == 1
+        # A probe on it: ERROR with the status model's cause, not a runtime error.
+        rc, out, err = run_pydi("trace", "-p", str(sleeper.pid), "m:f")
+        assert rc == 3 and "ERROR LANGUAGE_MISMATCH" in out, (out, err)
+        assert "(sleep) is not a CPython process" in out, out
     finally:
         sleeper.kill()
         sleeper.wait()
