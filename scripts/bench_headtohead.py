@@ -8,19 +8,13 @@ it loads."""
 import os
 import signal
 import statistics
-import subprocess
 import time
 
-from bench_common import free_port, header, loadavg, log, median, now_utc, spread, stop_process
+from bench_common import header, loadavg, log, median, now_utc, spread, stop_process
 import bench_overhead as overhead
 
 ROUNDS_PER_RUN = 4
 METRIC_NAMES = {"rps": "throughput", "p99": "p99", "cpu_us": "CPU per request"}
-
-
-def inject(ctx, pid):
-    subprocess.run([ctx.pydi, "inject", str(pid)], check=True, capture_output=True, timeout=60)
-    overhead.wait_for_threads(pid, 2, 20, "item 1h after `pydi inject`")
 
 
 def load_itself(pid):
@@ -29,22 +23,18 @@ def load_itself(pid):
 
 
 def one_round(ctx, r, warm_s):
-    procs, services = [], []
+    procs = []
     try:
-        for _ in range(2):
-            port = free_port()
-            procs.append(overhead.start_service(ctx, port))
-            services.append((port, procs[-1].pid))
         # Neither position nor who steps first favours either side.
-        injected, loaded = services if r % 2 == 0 else services[::-1]
+        injected, loaded = overhead.start_pair(ctx, procs, r)
         overhead.warm(injected, loaded, seconds=warm_s)
         before = overhead.paired_windows(injected, loaded, overhead.STEP_WINDOWS)
         if (r // 2) % 2 == 0:
-            inject(ctx, injected[1])
+            overhead.Attached(ctx, "i", injected[1], "item1h")
             load_itself(loaded[1])
         else:
             load_itself(loaded[1])
-            inject(ctx, injected[1])
+            overhead.Attached(ctx, "i", injected[1], "item1h")
         for pid in (injected[1], loaded[1]):
             if overhead.thread_count(pid) != 2:
                 raise RuntimeError(f"item 1h: pid {pid} runs {overhead.thread_count(pid)} "

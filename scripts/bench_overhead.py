@@ -243,20 +243,27 @@ def on_helper(ctx, subject, control, shift):
     return out
 
 
+def start_pair(ctx, procs, cycle):
+    """Two fresh services, appended to procs for the caller to stop, as
+    (subject, control) (port, pid) pairs."""
+    services = []
+    for _ in range(2):
+        port = free_port()
+        procs.append(start_service(ctx, port))
+        services.append((port, procs[-1].pid))
+        if thread_count(procs[-1].pid) != 1:
+            raise RuntimeError(f"item 1: the service runs {thread_count(procs[-1].pid)} "
+                               "threads, not 1")
+    # Which of the two starts first alternates: neither is the subject by position.
+    return tuple(services) if cycle % 2 == 0 else tuple(services[::-1])
+
+
 def step_round(ctx, key, cycle, warm_s):
     """Two fresh services: windows before, the step `key` on the subject,
     windows after."""
-    procs, services, attached = [], [], None
+    procs, attached = [], None
     try:
-        for _ in range(2):
-            port = free_port()
-            procs.append(start_service(ctx, port))
-            services.append((port, procs[-1].pid))
-            if thread_count(procs[-1].pid) != 1:
-                raise RuntimeError(f"item 1: the service runs {thread_count(procs[-1].pid)} "
-                                   "threads, not 1")
-        # Which of the two starts first alternates: neither is the subject by position.
-        subject, control = services if cycle % 2 == 0 else services[::-1]
+        subject, control = start_pair(ctx, procs, cycle)
         warm(subject, control, seconds=warm_s)
         before = paired_windows(subject, control, STEP_WINDOWS)
         if key == "b":
