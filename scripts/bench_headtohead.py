@@ -63,7 +63,7 @@ def run(ctx):
 def mean_difference(xs):
     """The mean of xs - 1 with two standard errors either side."""
     half = 2 * statistics.stdev(xs) / len(xs) ** 0.5
-    return f"{(statistics.mean(xs) - 1) * 100:+.2f} % ± {half * 100:.2f} %"
+    return overhead.fmt_interval(statistics.mean(xs) - 1, half)
 
 
 def report(ctx, ratios, started, load_start, minutes):

@@ -492,11 +492,16 @@ def ratio_cells(rs):
     return cells
 
 
+def fmt_interval(diff, half):
+    """A difference of ratios and its half-width, as percentages."""
+    return f"{diff * 100:+.2f} % ± {half * 100:.2f} %"
+
+
 def fmt_difference(xs, ns):
     """The difference of two samples' means, ± two standard errors of it."""
     diff = statistics.mean(xs) - statistics.mean(ns)
     half = 2 * (statistics.variance(xs) / len(xs) + statistics.variance(ns) / len(ns)) ** 0.5
-    return f"{diff * 100:+.2f} % ± {half * 100:.2f} %"
+    return fmt_interval(diff, half)
 
 
 def over_nothing(xs, ns):
